@@ -1,0 +1,3 @@
+from vlm_export.cli import main
+
+main()

@@ -1,0 +1,213 @@
+"""The ``vlm-export`` command line: a thin layer over the Python API.
+
+    convert   checkpoint -> exported folder (ONNX graphs + manifest), with a parity gate
+    run       exported folder + images + prompt -> text (streamed), or one JSON object
+    inspect   what an exported folder holds
+
+Errors the user can act on print one line with the fix and exit non-zero; torch is imported only by
+``convert``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vlm_export.errors import VLMExportError
+
+app = typer.Typer(
+    name="vlm-export",
+    help="Split vision-language models into ONNX graphs and run them fast on CPUs, without torch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+FolderArg = Annotated[Path, typer.Argument(help="An exported folder (the OUT of `vlm-export convert`).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text and tables.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: all cores).")]
+
+
+def _fail(error: VLMExportError) -> None:
+    err.print(f"[bold red]error:[/] {error.message}" + (f" [dim]({error.fix})[/]" if error.fix else ""), highlight=False)
+    raise typer.Exit(error.exit_code)
+
+
+@app.command()
+def convert(
+    model: Annotated[str, typer.Argument(help="A checkpoint folder (save_pretrained layout) or a hub id.")],
+    output: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write; created atomically.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists and is not empty.")] = False,
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Skip the parity gate against transformers.")
+    ] = False,
+    opset: Annotated[int, typer.Option("--opset", min=17, max=23, help="ONNX opset (23 is fastest on ORT).")] = 23,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a Hugging Face VLM to ONNX graphs (vision, projector, embeddings, KV-cache decoder).
+
+    Example: vlm-export convert ./llava-checkpoint ./llava-onnx
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+        ) as progress:
+            task = progress.add_task("starting", total=None)
+
+            def step(message: str) -> None:
+                progress.update(task, description=message)
+                progress.console.print(f"[dim]·[/] {message}", highlight=False)
+
+            from vlm_export.export.convert import convert as run_convert
+
+            result = run_convert(
+                model, output, overwrite=overwrite, validate=not no_validate, opset=opset, progress=step
+            )
+    except VLMExportError as error:
+        report = getattr(error, "report", None)
+        if report is not None:
+            _print_validation(report.as_dict(), err)
+        _fail(error)
+    if as_json:
+        print(json.dumps({"folder": str(result.folder), "validation": result.manifest.validation}, indent=2))
+        return
+    if result.manifest.validation:
+        _print_validation(result.manifest.validation, out)
+    out.print(f"[green]exported[/] {result.manifest.family} to {result.folder}")
+
+
+def _print_validation(report: dict, console: Console) -> None:
+    table = Table(title="Parity with transformers (fp32)")
+    for col in ("graph", "max abs diff", "tolerance", "cosine", "ok"):
+        table.add_column(col)
+    for g in report["graphs"]:
+        ok = "[green]yes[/]" if g["passed"] else "[red]NO[/]"
+        table.add_row(g["role"], f"{g['max_abs_diff']:.2e}", f"{g['tolerance']:.1e}", f"{g['cosine']:.7f}", ok)
+    gen = report.get("generation")
+    if gen:
+        ok = "[green]yes[/]" if gen["passed"] else f"[red]NO (token {gen['first_mismatch']})[/]"
+        same = sum(a == b for a, b in zip(gen["expected"], gen["got"]))
+        table.add_row("greedy generation", f"{same}/{len(gen['expected'])} tokens equal", "exact", "", ok)
+    console.print(table)
+
+
+@app.command()
+def run(
+    folder: FolderArg,
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The question or instruction.")],
+    image: Annotated[
+        list[Path] | None, typer.Option("--image", "-i", help="An image; repeat for several, in order.")
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Use the prompt verbatim: write one image placeholder per image yourself.")
+    ] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 64,
+    do_sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=0)] = 0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop at this text; repeatable.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="Runtime backend.")] = "onnxruntime",
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate text for a prompt and images with an exported folder (no torch needed).
+
+    Example: vlm-export run ./llava-onnx --image cat.png --prompt "What is in the picture?"
+    """
+    from vlm_export.runtimes.pipeline import VLMPipeline
+
+    images = list(image or [])
+    options = dict(
+        max_new_tokens=max_new_tokens,
+        raw=raw,
+        stop=list(stop or []),
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    try:
+        pipe = VLMPipeline.from_pretrained(folder, backend=backend, threads=threads)
+        if as_json:
+            result = pipe.generate(prompt, images, **options)
+            payload = {
+                "text": result.text,
+                "token_ids": result.token_ids,
+                "prompt_tokens": result.prompt_tokens,
+                "finish_reason": result.finish_reason,
+                "timings": result.timings,
+            }
+            print(json.dumps(payload, ensure_ascii=False))
+            return
+        for piece in pipe.stream(prompt, images, **options):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    except (VLMExportError, ValueError) as error:
+        _fail(error if isinstance(error, VLMExportError) else VLMExportError(str(error)))
+
+
+@app.command()
+def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
+    """Show the graphs of an exported folder: files, sizes, inputs and outputs, precision.
+
+    Example: vlm-export inspect ./llava-onnx --json
+    """
+    from vlm_export.report.inspect import describe_folder
+
+    try:
+        info = describe_folder(folder)
+    except VLMExportError as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    out.print(
+        f"[bold]{info['family']}[/] from {info['source']['model']} "
+        f"(format {info['format_version']}, {info['total_mb']:.1f} MB)"
+    )
+    table = Table()
+    for col in ("graph", "file", "MB", "precision", "opset", "inputs", "outputs"):
+        table.add_column(col, overflow="fold")
+    for g in info["graphs"]:
+        table.add_row(
+            g["role"],
+            g["file"],
+            f"{g['mb']:.2f}",
+            g["precision"],
+            str(g["opset"]),
+            _tensors(g["inputs"]),
+            _tensors(g["outputs"]),
+        )
+    out.print(table)
+    if info.get("image"):
+        im = info["image"]
+        out.print(f"image: {im['placeholder']!r} -> {im['tokens_per_tile']} x token {im['token_id']} per tile")
+
+
+def _tensors(tensors: list[dict]) -> str:
+    shown = [f"{t['name']} {t['dtype']}{t['shape']}" for t in tensors[:4]]
+    if len(tensors) > 4:
+        shown.append(f"... {len(tensors) - 4} more")
+    return "\n".join(shown)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""What a model family declares: its split into graphs, and how images reach the prompt.
+
+A family file (``llava.py`` and friends) subclasses :class:`VLMFamily`, registers itself with
+``@register``, and answers a handful of questions about one loaded checkpoint:
+
+* :meth:`~VLMFamily.graph_exports`: the torch modules that become each ONNX graph, with example inputs
+  and named dynamic axes (one :class:`GraphExport` per graph);
+* :meth:`~VLMFamily.image_tokens` and :meth:`~VLMFamily.preprocessing`: how the runtime turns an image
+  into pixel values and prompt tokens, as plain data for the manifest;
+* :meth:`~VLMFamily.reference_generate`: transformers' own greedy output, for the parity gate;
+* :meth:`~VLMFamily.tiny_checkpoints`: random-weight checkpoints small enough for tests.
+
+Everything generic (the KV-cache decoder, the embedding graph, tokenizer and chat template, decoder
+sizes) lives here or in ``vlm_export.export`` so that a family file stays short.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from vlm_export.manifest import DecoderInfo, ImageTokens
+
+
+@dataclass
+class GraphExport:
+    """One graph to export: a module, example inputs in call order, and the named dynamic axes.
+
+    ``dynamic_axes`` covers inputs and outputs: ``{"pixel_values": {0: "num_images"}}``. Input axes
+    become ``torch.export`` dims; output axes only name the exported graph's output dimensions.
+    """
+
+    role: str
+    module: torch.nn.Module
+    inputs: dict[str, torch.Tensor]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+    summary: str
+
+
+@dataclass
+class TinyCheckpoint:
+    """A named random-weight checkpoint recipe used by the tests (and the demo until a trained model ships)."""
+
+    name: str
+    description: str
+    build: Callable[[Path, int], None]  # (folder, seed) -> writes a full HF checkpoint folder
+    tags: set[str] = field(default_factory=set)
+
+
+class VLMFamily(ABC):
+    """Base class of every model family. Subclasses are small and declarative."""
+
+    name: ClassVar[str]
+    architectures: ClassVar[tuple[str, ...]]
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: torch.nn.Module, source: str) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.source = source
+
+    # ---- loading ---------------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def load_model(cls, source: str) -> torch.nn.Module:
+        """Load the checkpoint in fp32 with the attention implementation that exports best."""
+
+    @classmethod
+    def load(cls, source: str) -> VLMFamily:
+        return cls(cls.load_model(source), source)
+
+    # ---- the split -------------------------------------------------------------------------------
+    @abstractmethod
+    def graph_exports(self) -> list[GraphExport]:
+        """The graphs of this family, in pipeline order."""
+
+    @property
+    @abstractmethod
+    def text_config(self) -> Any:
+        """The decoder's config (``config.text_config`` for most VLMs)."""
+
+    def decoder_info(self) -> DecoderInfo:
+        cfg = self.text_config
+        heads = cfg.num_attention_heads
+        return DecoderInfo(
+            num_layers=cfg.num_hidden_layers,
+            num_kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+            hidden_size=cfg.hidden_size,
+            vocab_size=cfg.vocab_size,
+            max_positions=getattr(cfg, "max_position_embeddings", None),
+        )
+
+    # ---- images in the prompt ----------------------------------------------------------------------
+    @abstractmethod
+    def image_tokens(self, processor: Any) -> ImageTokens:
+        """Placeholder text, image token and tokens per image, as the HF processor expands them."""
+
+    @abstractmethod
+    def preprocessing(self, processor: Any) -> dict[str, Any]:
+        """The runtime preprocessor's kind and parameters, read from the HF image processor."""
+
+    # ---- parity ----------------------------------------------------------------------------------
+    @abstractmethod
+    def reference_generate(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, max_new_tokens: int
+    ) -> list[int]:
+        """transformers' greedy continuation of already-prepared inputs (new tokens only)."""
+
+    # ---- tests -----------------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def tiny_checkpoints(cls) -> list[TinyCheckpoint]:
+        """Random-weight checkpoints covering this family's variants; every family needs at least one."""

@@ -1,0 +1,63 @@
+"""What a backend is: something that loads one graph file and runs it on numpy arrays.
+
+The pipeline (merge, KV cache, sampling, streaming) is shared by every backend; a backend only knows how
+to load and run a graph. New backends register themselves by name with ``@register_backend``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vlm_export.errors import BackendError
+from vlm_export.manifest import GraphInfo
+
+
+class Graph(ABC):
+    """One loaded graph."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run with named inputs; return every output by name."""
+
+
+class Backend(ABC):
+    name: str
+
+    def __init__(self, threads: int | None = None, device: str = "CPU") -> None:
+        self.threads = threads
+        self.device = device
+
+    @abstractmethod
+    def load(self, path: Path, info: GraphInfo) -> Graph:
+        """Load one graph file for inference."""
+
+    def describe(self) -> dict[str, str]:
+        """Library version and execution target, for reports."""
+        return {"backend": self.name}
+
+
+_BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    def wrap(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        _BACKENDS[name] = cls
+        return cls
+
+    return wrap
+
+
+def create_backend(name: str, threads: int | None = None, device: str = "CPU") -> Backend:
+    from vlm_export.runtimes import backends  # noqa: F401  (imports the built-in backends)
+
+    if name not in _BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(_BACKENDS))}")
+    return _BACKENDS[name](threads=threads, device=device)

@@ -1,0 +1,338 @@
+"""VLMPipeline: the exported graphs stitched back into a generating model, without torch.
+
+Flow of one request (each step is its own method, so reports can time it):
+
+    preprocess -> tokenize -> encode_images -> project -> embed -> merge -> prefill -> decode_step ...
+                                                                                  \\-> sample  -/
+
+Images and text meet in :meth:`merge`: the projector's rows replace the embeddings at the image-token
+positions, in order. The decoder graph takes an explicit KV cache; prefill starts from an empty one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vlm_export.errors import PromptError
+from vlm_export.manifest import DECODER, EMBED_TOKENS, PROJECTOR, VISION_ENCODER, Manifest
+from vlm_export.runtimes.backends import Graph, create_backend
+from vlm_export.runtimes.images import ImageInput, load_image
+from vlm_export.runtimes.preprocessors import ProcessedImage, create_preprocessor
+from vlm_export.runtimes.sampling import Sampler, SamplingParams
+from vlm_export.runtimes.text import StreamDecoder, TextProcessor, user_message
+
+
+@dataclass
+class Timings:
+    """Seconds per stage of one request. ``decode_steps`` holds each decode step's time."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+    decode_steps: list[float] = field(default_factory=list)
+
+    @contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - start
+
+    def as_dict(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {k: round(v, 6) for k, v in self.stages.items()}
+        out["decode_tokens"] = len(self.decode_steps)
+        if self.decode_steps:
+            out["decode_s_per_token"] = round(float(np.median(self.decode_steps)), 6)
+            out["decode_tokens_per_s"] = round(len(self.decode_steps) / sum(self.decode_steps), 3)
+        return out
+
+
+@dataclass
+class PreparedInputs:
+    """A request after preprocessing and tokenization: what the graphs will be fed."""
+
+    input_ids: np.ndarray  # (1, sequence) int64
+    pixel_values: np.ndarray | None  # (tiles, channels, height, width) float32, all images in order
+    prompt: str  # the text that was tokenized (template applied, placeholders expanded)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str  # "eos", "length" or "stop"
+    timings: dict[str, float | int]
+
+
+class KVCache:
+    """The decoder's past keys and values, fed back as the next step's inputs."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], length: int) -> None:
+        self.arrays = arrays
+        self.length = length
+
+    @classmethod
+    def empty(cls, manifest: Manifest, batch: int = 1) -> KVCache:
+        dec = manifest.decoder
+        shape = (batch, dec.num_kv_heads, 0, dec.head_dim)
+        arrays = {
+            f"past_key_values.{layer}.{kind}": np.zeros(shape, dtype=dec.kv_dtype)
+            for layer in range(dec.num_layers)
+            for kind in ("key", "value")
+        }
+        return cls(arrays, 0)
+
+    def update(self, outputs: dict[str, np.ndarray], added: int) -> None:
+        for name in self.arrays:
+            self.arrays[name] = outputs["present" + name[len("past_key_values") :]]
+        self.length += added
+
+
+class VLMPipeline:
+    """Loads an exported folder and generates text from a prompt and images."""
+
+    def __init__(self, folder: Path, manifest: Manifest, graphs: dict[str, Graph], backend_info: dict) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.graphs = graphs
+        self.backend_info = backend_info
+        self.text = TextProcessor(folder, manifest.text, manifest.image)
+        self.preprocessor = (
+            create_preprocessor(manifest.preprocessing, manifest.image)
+            if manifest.preprocessing and manifest.image
+            else None
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        backend: str = "onnxruntime",
+        threads: int | None = None,
+        device: str = "CPU",
+        verify: bool = True,
+    ) -> VLMPipeline:
+        """Load ``folder`` (the output of ``vlm-export convert``).
+
+        ``verify`` checks every graph file against the manifest's sha256 first (reads each byte once).
+        """
+        folder = Path(folder)
+        manifest = Manifest.load(folder)
+        manifest.verify_files(folder, check_hashes=verify)
+        for role in (EMBED_TOKENS, DECODER):
+            manifest.graph(role)
+        runner = create_backend(backend, threads=threads, device=device)
+        graphs = {role: runner.load(folder / info.file, info) for role, info in manifest.graphs.items()}
+        return cls(folder, manifest, graphs, runner.describe())
+
+    # ---- stages ----------------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[ImageInput]) -> list[ProcessedImage]:
+        if images and self.preprocessor is None:
+            raise PromptError("this model takes no images")
+        return [self.preprocessor(load_image(image)) for image in images]
+
+    def tokenize(self, prompt: str, processed: Sequence[ProcessedImage], raw: bool = False) -> tuple[np.ndarray, str]:
+        """Chat mode (default) puts one placeholder per image before the prompt, as transformers does."""
+        text = prompt if raw else self.text.render_chat(user_message(prompt, len(processed)))
+        expanded = self.text.expand_images(text, [p.prompt_text for p in processed])
+        ids = self.text.encode(expanded, chat=not raw)
+        return np.asarray([ids], dtype=np.int64), expanded
+
+    def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
+        """pixel_values -> image_features (all tiles in one batch)"""
+        return self.graphs[VISION_ENCODER].run({"pixel_values": pixel_values})["image_features"]
+
+    def project(self, image_features: np.ndarray) -> np.ndarray:
+        """image_features -> image_embeds"""
+        return self.graphs[PROJECTOR].run({"image_features": image_features})["image_embeds"]
+
+    def embed(self, input_ids: np.ndarray) -> np.ndarray:
+        """input_ids -> inputs_embeds"""
+        return self.graphs[EMBED_TOKENS].run({"input_ids": input_ids})["inputs_embeds"]
+
+    def merge(self, inputs_embeds: np.ndarray, input_ids: np.ndarray, image_embeds: np.ndarray | None) -> np.ndarray:
+        """Put the image rows at the image-token positions, in order of appearance."""
+        if image_embeds is None:
+            return inputs_embeds
+        mask = input_ids == self.manifest.image.token_id
+        rows = image_embeds.reshape(-1, image_embeds.shape[-1])
+        if int(mask.sum()) != rows.shape[0]:
+            raise PromptError(
+                f"{int(mask.sum())} image tokens in the prompt but the images gave {rows.shape[0]} embeddings",
+                fix="do not write the image token yourself; use one placeholder per image",
+            )
+        merged = inputs_embeds.copy()
+        merged[mask] = rows.astype(merged.dtype, copy=False)
+        return merged
+
+    def decoder_step(self, inputs_embeds: np.ndarray, cache: KVCache) -> np.ndarray:
+        """inputs_embeds, attention_mask, position_ids, past -> logits (last position), present"""
+        seq = inputs_embeds.shape[1]
+        total = cache.length + seq
+        feeds = {
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": np.ones((inputs_embeds.shape[0], total), dtype=np.int64),
+            "position_ids": np.arange(cache.length, total, dtype=np.int64)[None, :],
+            **cache.arrays,
+        }
+        outputs = self.graphs[DECODER].run(feeds)
+        cache.update(outputs, seq)
+        return outputs["logits"][0, -1]
+
+    # ---- requests --------------------------------------------------------------------------------
+    def prepare(
+        self, prompt: str, images: Sequence[ImageInput] = (), raw: bool = False, timings: Timings | None = None
+    ) -> PreparedInputs:
+        timings = timings or Timings()
+        with timings.measure("preprocess"):
+            processed = self.preprocess(images)
+        with timings.measure("tokenize"):
+            input_ids, text = self.tokenize(prompt, processed, raw=raw)
+        pixel_values = np.concatenate([p.pixel_values for p in processed]) if processed else None
+        return PreparedInputs(input_ids=input_ids, pixel_values=pixel_values, prompt=text)
+
+    def prefill_embeds(self, prepared: PreparedInputs, timings: Timings | None = None) -> np.ndarray:
+        """Vision, projector, embedding and merge: the decoder's input for the whole prompt."""
+        timings = timings or Timings()
+        image_embeds = None
+        if prepared.pixel_values is not None:
+            with timings.measure("vision_encoder"):
+                features = self.encode_images(prepared.pixel_values)
+            with timings.measure("projector"):
+                image_embeds = self.project(features)
+        with timings.measure("embed"):
+            embeds = self.embed(prepared.input_ids)
+        with timings.measure("merge"):
+            return self.merge(embeds, prepared.input_ids, image_embeds)
+
+    def generate_ids(
+        self,
+        prepared: PreparedInputs,
+        max_new_tokens: int = 64,
+        sampling: SamplingParams | None = None,
+        ignore_eos: bool = False,
+        timings: Timings | None = None,
+    ) -> Iterator[int]:
+        """Yield new token ids one by one; stops at an EOS id unless ``ignore_eos`` (benchmarks)."""
+        timings = timings or Timings()
+        sampler = Sampler(sampling or SamplingParams())
+        self._check_length(prepared.input_ids.shape[1], max_new_tokens)
+        eos = set(self.manifest.text.eos_token_ids)
+        start = time.perf_counter()
+        embeds = self.prefill_embeds(prepared, timings)
+        cache = KVCache.empty(self.manifest)
+        with timings.measure("prefill"):
+            logits = self.decoder_step(embeds, cache)
+        for step in range(max_new_tokens):
+            token = sampler(logits)
+            if step == 0:
+                timings.stages["ttft"] = time.perf_counter() - start
+            if token in eos and not ignore_eos:
+                return
+            yield token
+            if step + 1 == max_new_tokens:
+                return
+            step_start = time.perf_counter()
+            embeds = self.embed(np.asarray([[token]], dtype=np.int64))
+            logits = self.decoder_step(embeds, cache)
+            timings.decode_steps.append(time.perf_counter() - step_start)
+
+    def stream(
+        self,
+        prompt: str,
+        images: Sequence[ImageInput] = (),
+        max_new_tokens: int = 64,
+        raw: bool = False,
+        stop: Sequence[str] = (),
+        **sampling,
+    ) -> Iterator[str]:
+        """Yield text pieces as tokens are generated."""
+        for piece in self._run(prompt, images, max_new_tokens, raw, stop, SamplingParams(**sampling), Timings()):
+            if isinstance(piece, str):
+                yield piece
+
+    def generate(
+        self,
+        prompt: str,
+        images: Sequence[ImageInput] = (),
+        max_new_tokens: int = 64,
+        raw: bool = False,
+        stop: Sequence[str] = (),
+        ignore_eos: bool = False,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> GenerationResult:
+        """Generate a reply. Greedy by default; ``stop`` strings end generation and are cut from the text."""
+        sampling = SamplingParams(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        timings = Timings()
+        result: GenerationResult | None = None
+        for item in self._run(prompt, images, max_new_tokens, raw, stop, sampling, timings, ignore_eos):
+            if isinstance(item, GenerationResult):
+                result = item
+        assert result is not None
+        return result
+
+    def _run(self, prompt, images, max_new_tokens, raw, stop, sampling, timings, ignore_eos=False):
+        """Shared by generate and stream: yields text pieces, then the final GenerationResult."""
+        start = time.perf_counter()
+        prepared = self.prepare(prompt, images, raw=raw, timings=timings)
+        decoder = StreamDecoder(self.text)
+        ids: list[int] = []
+        finish = "length"
+        text = ""
+        ids_iter = self.generate_ids(prepared, max_new_tokens, sampling, ignore_eos, timings)
+        for token in ids_iter:
+            ids.append(token)
+            piece = decoder.push(token)
+            emitted = len(text)
+            text += piece
+            hit = _first_stop(text, stop)
+            if hit is not None:
+                text, finish = text[:hit], "stop"
+                if hit > emitted:
+                    yield text[emitted:]
+                break
+            if piece:
+                yield piece
+        else:
+            if len(ids) < max_new_tokens:
+                finish = "eos"
+            tail = decoder.flush()
+            if tail:
+                text += tail
+                yield tail
+        ids_iter.close()
+        timings.stages["total"] = time.perf_counter() - start
+        yield GenerationResult(
+            text=text,
+            token_ids=ids,
+            prompt_tokens=int(prepared.input_ids.shape[1]),
+            finish_reason=finish,
+            timings=timings.as_dict(),
+        )
+
+    def _check_length(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        limit = self.manifest.decoder.max_positions
+        if limit and prompt_tokens + max_new_tokens > limit:
+            raise PromptError(
+                f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                f"{limit} positions",
+                fix="shorten the prompt, use fewer images or lower --max-new-tokens",
+            )
+
+    def describe(self) -> dict:
+        return {"folder": str(self.folder), "family": self.manifest.family, **self.backend_info}
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> int | None:
+    positions = [text.find(s) for s in stop if s and s in text]
+    return min(positions) if positions else None

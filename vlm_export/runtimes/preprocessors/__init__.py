@@ -1,0 +1,11 @@
+"""Image preprocessors by kind. Importing this package registers the built-in ones."""
+
+from vlm_export.runtimes.preprocessors import clip  # noqa: F401
+from vlm_export.runtimes.preprocessors.base import (
+    ImagePreprocessor,
+    ProcessedImage,
+    create_preprocessor,
+    register_preprocessor,
+)
+
+__all__ = ["ImagePreprocessor", "ProcessedImage", "create_preprocessor", "register_preprocessor"]
