@@ -189,8 +189,8 @@ class Manifest:
     def verify_files(self, folder: Path | str, check_hashes: bool = True) -> None:
         """Fail with a clear message if a graph file is missing, truncated or altered.
 
-        Sizes are always checked; hashing reads every byte, so it can be turned off for fast loads of a
-        folder that is known to be intact.
+        Presence is always checked; hashing reads every byte, so it can be turned off for fast loads of
+        a folder that is known to be intact.
         """
         folder = Path(folder)
         for role, graph in self.graphs.items():

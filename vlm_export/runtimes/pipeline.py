@@ -216,24 +216,31 @@ class VLMPipeline:
         prepared: PreparedInputs,
         max_new_tokens: int = 64,
         sampling: SamplingParams | None = None,
-        ignore_eos: bool = False,
+        min_new_tokens: int = 0,
         timings: Timings | None = None,
     ) -> Iterator[int]:
-        """Yield new token ids one by one; stops at an EOS id unless ``ignore_eos`` (benchmarks)."""
+        """Yield new token ids one by one, stopping at an EOS id.
+
+        As in transformers, EOS is suppressed until ``min_new_tokens`` tokens exist (benchmarks set it
+        to ``max_new_tokens`` to force the length).
+        """
         timings = timings or Timings()
         sampler = Sampler(sampling or SamplingParams())
         self._check_length(prepared.input_ids.shape[1], max_new_tokens)
-        eos = set(self.manifest.text.eos_token_ids)
+        eos_ids = self.manifest.text.eos_token_ids
+        eos = set(eos_ids)
         start = time.perf_counter()
         embeds = self.prefill_embeds(prepared, timings)
         cache = KVCache.empty(self.manifest)
         with timings.measure("prefill"):
             logits = self.decoder_step(embeds, cache)
         for step in range(max_new_tokens):
+            if step < min_new_tokens and eos_ids:
+                logits[eos_ids] = -np.inf
             token = sampler(logits)
             if step == 0:
                 timings.stages["ttft"] = time.perf_counter() - start
-            if token in eos and not ignore_eos:
+            if token in eos:
                 return
             yield token
             if step + 1 == max_new_tokens:
@@ -264,7 +271,7 @@ class VLMPipeline:
         max_new_tokens: int = 64,
         raw: bool = False,
         stop: Sequence[str] = (),
-        ignore_eos: bool = False,
+        min_new_tokens: int = 0,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -275,41 +282,33 @@ class VLMPipeline:
         sampling = SamplingParams(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         timings = Timings()
         result: GenerationResult | None = None
-        for item in self._run(prompt, images, max_new_tokens, raw, stop, sampling, timings, ignore_eos):
+        for item in self._run(prompt, images, max_new_tokens, raw, stop, sampling, timings, min_new_tokens):
             if isinstance(item, GenerationResult):
                 result = item
         assert result is not None
         return result
 
-    def _run(self, prompt, images, max_new_tokens, raw, stop, sampling, timings, ignore_eos=False):
+    def _run(self, prompt, images, max_new_tokens, raw, stop, sampling, timings, min_new_tokens=0):
         """Shared by generate and stream: yields text pieces, then the final GenerationResult."""
         start = time.perf_counter()
         prepared = self.prepare(prompt, images, raw=raw, timings=timings)
         decoder = StreamDecoder(self.text)
         ids: list[int] = []
-        finish = "length"
         text = ""
-        ids_iter = self.generate_ids(prepared, max_new_tokens, sampling, ignore_eos, timings)
+        finish = None
+        ids_iter = self.generate_ids(prepared, max_new_tokens, sampling, min_new_tokens, timings)
         for token in ids_iter:
             ids.append(token)
-            piece = decoder.push(token)
-            emitted = len(text)
-            text += piece
-            hit = _first_stop(text, stop)
-            if hit is not None:
-                text, finish = text[:hit], "stop"
-                if hit > emitted:
-                    yield text[emitted:]
+            text, emitted, finish = _append(text, decoder.push(token), stop)
+            if emitted:
+                yield emitted
+            if finish:
                 break
-            if piece:
-                yield piece
-        else:
-            if len(ids) < max_new_tokens:
-                finish = "eos"
-            tail = decoder.flush()
-            if tail:
-                text += tail
-                yield tail
+        if finish is None:
+            text, emitted, finish = _append(text, decoder.flush(), stop)
+            if emitted:
+                yield emitted
+            finish = finish or ("length" if len(ids) == max_new_tokens else "eos")
         ids_iter.close()
         timings.stages["total"] = time.perf_counter() - start
         yield GenerationResult(
@@ -333,6 +332,11 @@ class VLMPipeline:
         return {"folder": str(self.folder), "family": self.manifest.family, **self.backend_info}
 
 
-def _first_stop(text: str, stop: Sequence[str]) -> int | None:
-    positions = [text.find(s) for s in stop if s and s in text]
-    return min(positions) if positions else None
+def _append(text: str, piece: str, stop: Sequence[str]) -> tuple[str, str, str | None]:
+    """Add a decoded piece; cut at the first stop string. Returns (text, piece to emit, "stop" or None)."""
+    combined = text + piece
+    hits = [combined.find(s) for s in stop if s and s in combined]
+    if not hits:
+        return combined, piece, None
+    cut = min(hits)
+    return combined[:cut], combined[len(text) : cut] if cut > len(text) else "", "stop"

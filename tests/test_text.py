@@ -1,0 +1,90 @@
+"""Prompts and tokens: the runtime's chat template, placeholder expansion and tokenization against the
+HF processor of each tiny checkpoint; streaming detokenization; sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import AutoProcessor
+
+from tests.conftest import TINY, picture
+from vlm_export.errors import PromptError
+from vlm_export.runtimes.pipeline import VLMPipeline
+from vlm_export.runtimes.sampling import Sampler, SamplingParams
+from vlm_export.runtimes.text import StreamDecoder, user_message
+
+PROMPTS = ["Describe the image.", "What colour is the square? Answer in one word.", "Ünïcödé ✓ and   spaces"]
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def pair(request, tiny_checkpoint, exported):
+    name = request.param
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint(name), use_fast=False)
+    return processor, VLMPipeline.from_pretrained(exported(name))
+
+
+@pytest.mark.parametrize("num_images", [0, 1, 2])
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_chat_prompt_matches_processor(pair, prompt, num_images):
+    processor, pipe = pair
+    images = [picture(i) for i in range(num_images)]
+    messages = user_message(prompt, num_images)
+    assert pipe.text.render_chat(messages) == processor.apply_chat_template(messages, add_generation_prompt=True)
+    for message in messages:  # transformers loads the images from the content blocks
+        for block, image in zip([b for b in message["content"] if b["type"] == "image"], images):
+            block["image"] = image
+    expected = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="np"
+    )
+    prepared = pipe.prepare(prompt, images)
+    np.testing.assert_array_equal(prepared.input_ids, expected["input_ids"])
+    if num_images:
+        np.testing.assert_allclose(prepared.pixel_values, expected["pixel_values"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("prompt", ["<image>\nUSER: what is this?", "Compare <image> with <image> please"])
+def test_raw_prompt_matches_processor(pair, prompt):
+    processor, pipe = pair
+    images = [picture(i + 5) for i in range(prompt.count("<image>"))]
+    expected = processor(images=images, text=prompt, return_tensors="np")
+    prepared = pipe.prepare(prompt, images, raw=True)
+    np.testing.assert_array_equal(prepared.input_ids, expected["input_ids"])
+
+
+def test_placeholder_count_must_match_images(pair):
+    _, pipe = pair
+    with pytest.raises(PromptError, match="1 image placeholder"):
+        pipe.prepare("one <image> only", [picture(1), picture(2)], raw=True)
+
+
+def test_stream_decoder_holds_back_partial_utf8(pair):
+    _, pipe = pair
+    text = "héllo ✓ wörld"
+    ids = pipe.text.tokenizer.encode(text, add_special_tokens=False).ids
+    decoder = StreamDecoder(pipe.text)
+    pieces = [decoder.push(i) for i in ids] + [decoder.flush()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_greedy_is_argmax():
+    logits = np.array([0.1, 3.0, -1.0, 2.9], dtype=np.float32)
+    assert Sampler(SamplingParams())(logits) == 1
+
+
+def test_sampling_filters_and_seed():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert {Sampler(SamplingParams(do_sample=True, top_k=1, seed=s))(logits) for s in range(20)} == {0}
+    assert {Sampler(SamplingParams(do_sample=True, top_p=0.4, seed=s))(logits) for s in range(20)} == {0}
+    two = {Sampler(SamplingParams(do_sample=True, top_p=0.7, seed=s))(logits) for s in range(50)}
+    assert two == {0, 1}
+    a = Sampler(SamplingParams(do_sample=True, seed=7))
+    b = Sampler(SamplingParams(do_sample=True, seed=7))
+    assert [a(logits) for _ in range(30)] == [b(logits) for _ in range(30)]
+
+
+def test_invalid_sampling_params():
+    with pytest.raises(ValueError):
+        SamplingParams(do_sample=True, temperature=0)
+    with pytest.raises(ValueError):
+        SamplingParams(top_p=0)
