@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +38,11 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-
 
 
 def _fail(error: VLMExportError) -> None:
-    err.print(f"[bold red]error:[/] {error.message}" + (f" [dim]({error.fix})[/]" if error.fix else ""), highlight=False)
+    err.print(
+        f"[bold red]error:[/] {error.message}" + (f" [dim]({error.fix})[/]" if error.fix else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(error.exit_code)
 
 
@@ -143,18 +148,9 @@ def run(
         pipe = VLMPipeline.from_pretrained(folder, backend=backend, threads=threads)
         if as_json:
             result = pipe.generate(prompt, images, **options)
-            payload = {
-                "text": result.text,
-                "token_ids": result.token_ids,
-                "prompt_tokens": result.prompt_tokens,
-                "finish_reason": result.finish_reason,
-                "timings": result.timings,
-            }
-            print(json.dumps(payload, ensure_ascii=False))
+            print(json.dumps(asdict(result), ensure_ascii=False))
             return
-        for piece in pipe.stream(prompt, images, **options):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        pipe.generate(prompt, images, **options, on_text=_write)
         sys.stdout.write("\n")
     except (VLMExportError, ValueError) as error:
         _fail(error if isinstance(error, VLMExportError) else VLMExportError(str(error)))
@@ -196,6 +192,59 @@ def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
     if info.get("image"):
         im = info["image"]
         out.print(f"image: {im['placeholder']!r} -> {im['tokens_per_tile']} x token {im['token_id']} per tile")
+
+
+@app.command()
+def demo(
+    cache: Annotated[Path, typer.Option("--cache", help="Where the model and its export are kept.")] = Path(
+        ".cache/vlm-export-demo"
+    ),
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 24,
+) -> None:
+    """Convert the default model (once, cached) and answer two questions about a generated image.
+
+    Example: vlm-export demo
+    """
+    from vlm_export.demo import run_demo
+
+    out.print(
+        "[bold]vlm-export demo[/]: tiny random-weight LLaVA (CLIP + Llama with GQA). "
+        "Its words are noise; every stage runs for real."
+    )
+
+    def on_prompt(prompt: str) -> None:
+        out.print(f"\n[bold]Q:[/] {prompt}\n[bold]A:[/] ", end="")
+
+    def step(message: str) -> None:
+        err.print(f"[dim]·[/] {message}", highlight=False)
+
+    try:
+        result = run_demo(cache, max_new_tokens, on_prompt=on_prompt, on_piece=_write, progress=step)
+    except VLMExportError as error:
+        _fail(error)
+    out.print("\n")
+    if result.validation:
+        _print_validation(result.validation, out)
+    table = Table(title=f"Timings in seconds ({result.folder})")
+    for col in ("prompt", "prompt tokens", "new tokens", "vision", "prefill", "TTFT", "decode tok/s"):
+        table.add_column(col)
+    for prompt, answer in result.answers:
+        t = answer.timings
+        table.add_row(
+            prompt,
+            str(answer.prompt_tokens),
+            str(len(answer.token_ids)),
+            f"{t.get('vision_encoder', 0):.4f}",
+            f"{t.get('prefill', 0):.4f}",
+            f"{t.get('ttft', 0):.4f}",
+            f"{t.get('decode_tokens_per_s', 0):.0f}",
+        )
+    out.print(table)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _tensors(tensors: list[dict]) -> str:

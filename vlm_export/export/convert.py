@@ -172,7 +172,9 @@ def _validate(family: VLMFamily, exports, folder: Path):
 
 
 def _failure_summary(report) -> str:
-    bad = [f"{g.role} (max abs diff {g.max_abs_diff:.2e}, cosine {g.cosine:.6f})" for g in report.graphs if not g.passed]
+    bad = [
+        f"{g.role} (max abs diff {g.max_abs_diff:.2e}, cosine {g.cosine:.6f})" for g in report.graphs if not g.passed
+    ]
     gen = report.generation
     if gen is not None and not gen.passed:
         bad.append(f"generation differs at token {gen.first_mismatch}")

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from vlm_export.manifest import DecoderInfo, ImageTokens
+from vlm_export.manifest import DECODER, EMBED_TOKENS, PROJECTOR, VISION_ENCODER, DecoderInfo, ImageTokens
 
 
 @dataclass
@@ -59,6 +59,7 @@ class VLMFamily(ABC):
     name: ClassVar[str]
     architectures: ClassVar[tuple[str, ...]]
     model_types: ClassVar[tuple[str, ...]] = ()
+    graph_roles: ClassVar[tuple[str, ...]] = (VISION_ENCODER, PROJECTOR, EMBED_TOKENS, DECODER)
 
     def __init__(self, model: torch.nn.Module, source: str) -> None:
         self.model = model.eval()

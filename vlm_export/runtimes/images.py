@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vlm_export.errors import ImageError
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+_FIX = "pass a complete PNG, JPEG or WebP file"
+ImageInput = str | Path | Image.Image | np.ndarray
 
 
 def load_image(image: ImageInput) -> Image.Image:
@@ -28,5 +28,7 @@ def load_image(image: ImageInput) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}", fix="pass a valid PNG/JPEG/WebP file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot read image {path}: not an image format Pillow knows", fix=_FIX) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image {path}: {exc}", fix=_FIX) from None

@@ -12,7 +12,7 @@ positions, in order. The decoder graph takes an explicit KV cache; prefill start
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,14 +277,20 @@ class VLMPipeline:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> GenerationResult:
-        """Generate a reply. Greedy by default; ``stop`` strings end generation and are cut from the text."""
+        """Generate a reply. Greedy by default; ``stop`` strings end generation and are cut from the text.
+
+        ``on_text`` receives each text piece as soon as it is decoded (streaming with a full result).
+        """
         sampling = SamplingParams(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         timings = Timings()
         result: GenerationResult | None = None
         for item in self._run(prompt, images, max_new_tokens, raw, stop, sampling, timings, min_new_tokens):
             if isinstance(item, GenerationResult):
                 result = item
+            elif on_text is not None:
+                on_text(item)
         assert result is not None
         return result
 

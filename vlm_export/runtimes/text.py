@@ -90,7 +90,8 @@ class TextProcessor:
         found = text.count(placeholder) if placeholder else 0
         if found != len(image_texts):
             raise PromptError(
-                f"the prompt has {found} image placeholder(s) {placeholder!r} but {len(image_texts)} image(s) were given",
+                f"the prompt has {found} image placeholder(s) {placeholder!r} "
+                f"but {len(image_texts)} image(s) were given",
                 fix=f"write one {placeholder} per image" if placeholder else "this model takes no images",
             )
         if not image_texts:

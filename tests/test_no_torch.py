@@ -1,0 +1,39 @@
+"""The runtime must work, and import nothing heavy, where torch does not exist (ARM boards, phones)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import DEFAULT_TINY, picture
+
+SCRIPT = r"""
+import json, sys
+from vlm_export.cli import app
+from vlm_export.runtimes.pipeline import VLMPipeline
+pipe = VLMPipeline.from_pretrained(sys.argv[1])
+result = pipe.generate("Describe the image.", [sys.argv[2]], max_new_tokens=4)
+try:
+    app(["run", sys.argv[1], "-i", sys.argv[2], "-p", "Hi", "-n", "2", "--json"], standalone_mode=False)
+    app(["inspect", sys.argv[1], "--json"], standalone_mode=False)
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "transformers", "onnx", "onnxscript", "optimum") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "tokens": len(result.token_ids)}))
+"""
+
+
+def test_runtime_and_cli_import_no_torch(exported, tmp_path):
+    image = tmp_path / "image.png"
+    picture(1).save(image)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(exported(DEFAULT_TINY)), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == []
+    assert report["tokens"] >= 1
