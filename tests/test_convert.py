@@ -35,3 +35,16 @@ def test_overwrite_replaces_folder(tmp_path, exported):
         (tmp / "new.txt").write_text("y")
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.slow
+def test_older_opset_for_other_runtimes(tmp_path, tiny_checkpoint):
+    """Opset 18 (no ONNX Attention op) for runtimes that cannot read opset 23; the gate still passes."""
+    import onnx
+
+    result = convert(str(tiny_checkpoint("llava-qwen2-full")), tmp_path / "out", opset=18)
+    assert result.validation.passed
+    model = onnx.load(str(tmp_path / "out" / "decoder.onnx"))
+    assert "Attention" not in {node.op_type for node in model.graph.node}
+    assert {op.version for op in model.opset_import if op.domain in ("", "ai.onnx")} == {18}
+    assert all(graph.opset == 18 for graph in result.manifest.graphs.values())

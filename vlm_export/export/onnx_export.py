@@ -14,10 +14,12 @@ from pathlib import Path
 import onnx
 import torch
 
+from vlm_export.export.patches import export_patches
 from vlm_export.manifest import GraphInfo, TensorInfo, sha256_file
 from vlm_export.models.base import GraphExport
 
 DEFAULT_OPSET = 23
+MIN_OPSET = 18  # the dynamo exporter's lowest; it cannot write 17
 # A single protobuf cannot exceed 2 GiB; stay well below it before switching to external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -65,6 +67,10 @@ def _name_dynamic_axes(model: onnx.ModelProto, graph: GraphExport) -> None:
                 dims[axis].dim_param = label
 
 
+def _default_domain_opset(model: onnx.ModelProto) -> int:
+    return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+
+
 def _external_files(model: onnx.ModelProto) -> list[str]:
     names = set()
     for tensor in model.graph.initializer:
@@ -87,9 +93,11 @@ def _tensor_infos(values) -> list[TensorInfo]:
 
 def export_graph(graph: GraphExport, folder: Path, opset: int = DEFAULT_OPSET) -> GraphInfo:
     """Write ``folder/<role>.onnx`` (plus ``.onnx.data`` for models over the protobuf limit)."""
+    if not MIN_OPSET <= opset <= DEFAULT_OPSET:
+        raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET}..{DEFAULT_OPSET}")
     path = folder / f"{graph.role}.onnx"
     external = _parameter_bytes(graph.module) > EXTERNAL_DATA_THRESHOLD
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), export_patches(opset):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph.module,
@@ -114,6 +122,6 @@ def export_graph(graph: GraphExport, folder: Path, opset: int = DEFAULT_OPSET) -
         inputs=_tensor_infos(model.graph.input),
         outputs=_tensor_infos(model.graph.output),
         precision="fp32",
-        opset=opset,
+        opset=_default_domain_opset(model),
         summary=graph.summary,
     )
