@@ -54,7 +54,9 @@ def convert(
     no_validate: Annotated[
         bool, typer.Option("--no-validate", help="Skip the parity gate against transformers.")
     ] = False,
-    opset: Annotated[int, typer.Option("--opset", min=18, max=23, help="ONNX opset: 23 is fastest; 18 for older runtimes.")] = 23,
+    opset: Annotated[
+        int, typer.Option("--opset", min=18, max=23, help="ONNX opset: 23 is fastest; 18 for older runtimes.")
+    ] = 23,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a Hugging Face VLM to ONNX graphs (vision, projector, embeddings, KV-cache decoder).
