@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo lint format clean
+.PHONY: install test test-fast demo bench lint format clean
 
 install: $(STAMP)
 
@@ -26,13 +26,16 @@ test-fast: install
 demo: install
 	$(BIN)/vlm-export demo
 
+bench: install
+	$(BIN)/python bench/run.py bench/standard.toml
+
 lint: install
-	$(BIN)/ruff check vlm_export tests
-	$(BIN)/ruff format --check vlm_export tests
+	$(BIN)/ruff check vlm_export tests bench
+	$(BIN)/ruff format --check vlm_export tests bench
 
 format: install
-	$(BIN)/ruff check --fix vlm_export tests
-	$(BIN)/ruff format vlm_export tests
+	$(BIN)/ruff check --fix vlm_export tests bench
+	$(BIN)/ruff format vlm_export tests bench
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache *.egg-info

@@ -37,3 +37,26 @@ def test_runtime_and_cli_import_no_torch(exported, tmp_path):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     assert report["tokens"] >= 1
+
+
+BENCH_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+from vlm_export.report.bench import BenchSettings, run_bench
+settings = BenchSettings(threads=1, image_size=(64, 64), new_tokens=3, runs=1, warmup=0)
+report = run_bench([Path(sys.argv[1])], settings, Path(sys.argv[2]))
+heavy = sorted(m for m in ("torch", "transformers", "onnx", "optimum") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "errors": [c.get("error") for c in report["configurations"]]}))
+"""
+
+
+def test_bench_runs_without_torch(exported, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", BENCH_SCRIPT, str(exported(DEFAULT_TINY)), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"heavy": [], "errors": [None]}

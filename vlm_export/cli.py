@@ -11,6 +11,7 @@ Errors the user can act on print one line with the fix and exit non-zero; torch 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -194,6 +195,72 @@ def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
     if info.get("image"):
         im = info["image"]
         out.print(f"image: {im['placeholder']!r} -> {im['tokens_per_tile']} x token {im['token_id']} per tile")
+
+
+@app.command()
+def bench(
+    folders: Annotated[list[Path], typer.Argument(metavar="OUT...", help="Exported folders to compare.")],
+    backend: Annotated[
+        list[str] | None, typer.Option("--backend", "-b", help="Backend(s); each folder runs on each.")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Threads for every configuration.")] = (
+        os.cpu_count() or 1
+    ),
+    image_size: Annotated[str, typer.Option("--image-size", help="Input image, WIDTHxHEIGHT.")] = "512x512",
+    prompt_tokens: Annotated[
+        int | None, typer.Option("--prompt-tokens", min=1, help="Lengthen the text prompt to N tokens.")
+    ] = None,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", min=2, help="Forced new tokens (EOS ignored).")] = 64,
+    runs: Annotated[int, typer.Option("--runs", min=1)] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", min=0)] = 1,
+    compare_pytorch: Annotated[
+        str | None,
+        typer.Option("--compare-pytorch", help="Also run this checkpoint in transformers (needs torch); baseline."),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md, chart.png.")] = Path(
+        "vlm-export-bench"
+    ),
+    fmt: Annotated[str, typer.Option("--format", help="What to print: table, json or md.")] = "table",
+) -> None:
+    """Time every stage of one or more exported folders in one run (each in a fresh process).
+
+    Example: vlm-export bench ./llava-onnx ./llava-int8 --threads 2 --compare-pytorch ./llava-checkpoint
+    """
+    from vlm_export.report.bench import BenchSettings, run_bench
+    from vlm_export.report.render import markdown, rich_table
+
+    if fmt not in ("table", "json", "md"):
+        _fail(VLMExportError(f"unknown --format {fmt!r}", fix="use table, json or md"))
+    try:
+        width, height = (int(v) for v in image_size.lower().split("x"))
+    except ValueError:
+        _fail(VLMExportError(f"--image-size {image_size!r} is not WIDTHxHEIGHT", fix="for example 512x512"))
+    settings = BenchSettings(
+        threads=threads,
+        image_size=(width, height),
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        runs=runs,
+        warmup=warmup,
+        backends=list(backend or ["onnxruntime"]),
+        compare_pytorch=compare_pytorch,
+    )
+    try:
+        report = run_bench(folders, settings, out_dir, progress=lambda m: err.print(f"[dim]·[/] {m}"))
+    except VLMExportError as error:
+        _fail(error)
+    if fmt == "json":
+        print(json.dumps(report, indent=2))
+    elif fmt == "md":
+        print(markdown(report))
+    else:
+        out.print(rich_table(report))
+        files = report["files"]
+        out.print(f"wrote {files['json']}, {files['markdown']}" + (f", {files['chart']}" if files["chart"] else ""))
+    failed = [c["name"] for c in report["configurations"] if "error" in c]
+    if failed:
+        err.print(f"[bold red]error:[/] {len(failed)} configuration(s) failed: {', '.join(failed)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

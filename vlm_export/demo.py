@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlm_export.errors import VLMExportError
+from vlm_export.sample_images import sample_image
 
 DEMO_PROMPTS = ("Describe the image.", "What colour is the largest circle?")
 
@@ -51,7 +52,6 @@ def run_demo(
     progress: Callable[[str], None] | None = None,
 ) -> DemoRun:
     """Convert the default model into ``cache`` once, then stream answers to the demo prompts."""
-    from vlm_export.export.validate import validation_image
     from vlm_export.runtimes.pipeline import VLMPipeline
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def run_demo(
         convert(str(checkpoint), folder, overwrite=True, progress=progress)
         converted = True
     image = cache / "demo.png"
-    validation_image(256).save(image)
+    sample_image(256).save(image)
     pipe = VLMPipeline.from_pretrained(folder)
     run = DemoRun(folder=folder, image=image, converted=converted, validation=pipe.manifest.validation)
     for prompt in DEMO_PROMPTS:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from vlm_export.models.base import GraphExport, VLMFamily
+from vlm_export.sample_images import sample_image
 
 # fp32 tolerance: |onnx - torch| <= ABS_TOL * max(1, max|torch|). Measured on the tiny and 256M models:
 # differences of 1e-8..1e-6 relative; this leaves two orders of magnitude of headroom.
@@ -94,21 +94,6 @@ def compare_graph(graph: GraphExport, run) -> GraphParity:
     return GraphParity(graph.role, diff, max_ref, cosine, ABS_TOL * max(1.0, max_ref))
 
 
-def validation_image(size: int = 64, seed: int = 0) -> Image.Image:
-    """A deterministic picture with a gradient and a few shapes: structure a vision tower reacts to."""
-    rng = np.random.default_rng(seed)
-    grad = np.linspace(0, 255, size, dtype=np.float32)
-    pixels = np.stack([np.add.outer(grad, grad) / 2, np.add.outer(grad, grad[::-1]) / 2, np.tile(grad, (size, 1))], -1)
-    image = Image.fromarray(pixels.astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        x, y = rng.integers(0, size * 3 // 4, 2)
-        r = int(rng.integers(size // 8, size // 4))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        draw.ellipse([int(x), int(y), int(x) + r, int(y) + r], fill=colour)
-    return image
-
-
 def compare_generation(family: VLMFamily, folder: Path, max_new_tokens: int = 12) -> GenerationParity:
     from vlm_export.runtimes.pipeline import VLMPipeline
 
@@ -117,7 +102,7 @@ def compare_generation(family: VLMFamily, folder: Path, max_new_tokens: int = 12
     prompt = VALIDATION_PROMPT
     if raw:
         prompt = f"{pipe.manifest.image.placeholder}{prompt}" if pipe.manifest.image else prompt
-    prepared = pipe.prepare(prompt, [validation_image()], raw=raw)
+    prepared = pipe.prepare(prompt, [sample_image(64)], raw=raw)
     got = list(pipe.generate_ids(prepared, max_new_tokens=max_new_tokens))
     expected = family.reference_generate(
         torch.from_numpy(prepared.input_ids),

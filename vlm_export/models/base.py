@@ -114,6 +114,12 @@ class VLMFamily(ABC):
     ) -> list[int]:
         """transformers' greedy continuation of already-prepared inputs (new tokens only)."""
 
+    @classmethod
+    def stage_modules(cls, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        """Submodules of the transformers model that correspond to pipeline stages, so benchmarks can
+        time PyTorch per stage with forward hooks. Optional: an empty dict times nothing per stage."""
+        return {}
+
     # ---- tests -----------------------------------------------------------------------------------
     @classmethod
     @abstractmethod

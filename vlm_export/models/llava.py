@@ -112,6 +112,10 @@ class LlavaFamily(VLMFamily):
             ),
         ]
 
+    @classmethod
+    def stage_modules(cls, model: nn.Module) -> dict[str, nn.Module]:
+        return {VISION_ENCODER: model.model.vision_tower, PROJECTOR: model.model.multi_modal_projector}
+
     # ---- images in the prompt ----------------------------------------------------------------------
     def image_tokens(self, processor: Any) -> ImageTokens:
         vcfg = self.config.vision_config

@@ -30,10 +30,15 @@ from vlm_export.runtimes.text import StreamDecoder, TextProcessor, user_message
 
 @dataclass
 class Timings:
-    """Seconds per stage of one request. ``decode_steps`` holds each decode step's time."""
+    """Seconds per stage of one request.
+
+    ``decode_steps`` holds each decode step's graph time (embedding + decoder); ``token_times`` the
+    moment each token was handed out, so decode speed includes everything a caller waits for.
+    """
 
     stages: dict[str, float] = field(default_factory=dict)
     decode_steps: list[float] = field(default_factory=list)
+    token_times: list[float] = field(default_factory=list)
 
     @contextmanager
     def measure(self, stage: str) -> Iterator[None]:
@@ -47,8 +52,11 @@ class Timings:
         out: dict[str, float | int] = {k: round(v, 6) for k, v in self.stages.items()}
         out["decode_tokens"] = len(self.decode_steps)
         if self.decode_steps:
+            out["decode"] = round(sum(self.decode_steps), 6)
             out["decode_s_per_token"] = round(float(np.median(self.decode_steps)), 6)
-            out["decode_tokens_per_s"] = round(len(self.decode_steps) / sum(self.decode_steps), 3)
+        if len(self.token_times) > 1:
+            span = self.token_times[-1] - self.token_times[0]
+            out["decode_tokens_per_s"] = round((len(self.token_times) - 1) / span, 3) if span > 0 else 0.0
         return out
 
 
@@ -235,13 +243,16 @@ class VLMPipeline:
         with timings.measure("prefill"):
             logits = self.decoder_step(embeds, cache)
         for step in range(max_new_tokens):
-            if step < min_new_tokens and eos_ids:
-                logits[eos_ids] = -np.inf
-            token = sampler(logits)
+            with timings.measure("sample"):
+                if step < min_new_tokens and eos_ids:
+                    logits[eos_ids] = -np.inf
+                token = sampler(logits)
+            now = time.perf_counter()
             if step == 0:
-                timings.stages["ttft"] = time.perf_counter() - start
+                timings.stages["ttft"] = now - start
             if token in eos:
                 return
+            timings.token_times.append(now)
             yield token
             if step + 1 == max_new_tokens:
                 return
@@ -305,7 +316,9 @@ class VLMPipeline:
         ids_iter = self.generate_ids(prepared, max_new_tokens, sampling, min_new_tokens, timings)
         for token in ids_iter:
             ids.append(token)
-            text, emitted, finish = _append(text, decoder.push(token), stop)
+            with timings.measure("detokenize"):
+                piece = decoder.push(token)
+            text, emitted, finish = _append(text, piece, stop)
             if emitted:
                 yield emitted
             if finish:

@@ -1,0 +1,64 @@
+"""Run a benchmark definition (a TOML file in this folder): build, convert, bench.
+
+    python bench/run.py bench/standard.toml
+
+The checkpoint and its export are cached under .cache/bench/<name>/; the report goes to
+.cache/bench/<name>/report/ (report.json, report.md, chart.png). Set VLM_EXPORT_SHARED to point at
+another copy of the shared configs folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(definition: Path) -> int:
+    spec = tomllib.loads(definition.read_text())
+    model, run = spec["model"], spec["run"]
+    config_dir = Path(model["config"])
+    if os.environ.get("VLM_EXPORT_SHARED"):
+        config_dir = Path(os.environ["VLM_EXPORT_SHARED"]) / "configs" / config_dir.name
+    config_dir = config_dir if config_dir.is_absolute() else (ROOT / config_dir).resolve()
+    if not (config_dir / "config.json").is_file():
+        print(f"error: no config folder at {config_dir} (set VLM_EXPORT_SHARED)", file=sys.stderr)
+        return 2
+    work = ROOT / ".cache" / "bench" / model["name"]
+    from vlm_export.testing.from_config import checkpoint_from_config
+
+    print(f"· checkpoint {work / 'checkpoint'} (random weights, seed {model['seed']})", file=sys.stderr)
+    checkpoint = checkpoint_from_config(config_dir, work / "checkpoint", seed=model["seed"])
+    fp32 = work / "fp32"
+    cli = [sys.executable, "-m", "vlm_export"]
+    if not (fp32 / "manifest.json").is_file():
+        subprocess.run([*cli, "convert", str(checkpoint), str(fp32), "--overwrite"], check=True)
+    command = [
+        *cli,
+        "bench",
+        str(fp32),
+        "--threads",
+        str(run["threads"]),
+        "--image-size",
+        run["image_size"],
+        "--new-tokens",
+        str(run["new_tokens"]),
+        "--runs",
+        str(run["runs"]),
+        "--warmup",
+        str(run["warmup"]),
+        "--out",
+        str(work / "report"),
+    ]
+    if run.get("compare_pytorch"):
+        command += ["--compare-pytorch", str(checkpoint)]
+    return subprocess.run(command).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "standard.toml"))

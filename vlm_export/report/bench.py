@@ -1,0 +1,213 @@
+"""``vlm-export bench``: time every stage of several configurations in one run and compare them.
+
+Each configuration (an exported folder on a backend, or PyTorch eager) runs in a fresh subprocess
+(:mod:`vlm_export.report.worker`) so that its peak memory is its own; all of them see the same image and
+prompt. The report (schema :data:`SCHEMA_VERSION`) holds medians and p90s per stage, the environment,
+a memory-bandwidth probe and ratios against a baseline: PyTorch when it is compared, else the first one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlm_export.errors import VLMExportError
+from vlm_export.sample_images import sample_image
+
+SCHEMA_VERSION = 1
+# Stages of one request in pipeline order; "other" is the rest of the end-to-end time (loop glue).
+STAGES = (
+    "preprocess",
+    "tokenize",
+    "vision_encoder",
+    "projector",
+    "embed",
+    "merge",
+    "prefill",
+    "sample",
+    "decode",
+    "detokenize",
+)
+METRICS = ("ttft", "decode_tokens_per_s", "decode_s_per_token", "total")
+DEFAULT_PROMPT = "Describe the image."
+FILLER = " Describe every object, its colour, its size and where it is in the picture."
+
+
+@dataclass
+class BenchSettings:
+    threads: int = 2
+    image_size: tuple[int, int] = (512, 512)
+    prompt_tokens: int | None = None
+    new_tokens: int = 64
+    runs: int = 5
+    warmup: int = 1
+    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    compare_pytorch: str | None = None
+
+
+def build_prompt(tokenizer_file: Path, prompt_tokens: int | None) -> str:
+    """The default question, lengthened with filler text to ``prompt_tokens`` text tokens if asked."""
+    if not prompt_tokens:
+        return DEFAULT_PROMPT
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    text = DEFAULT_PROMPT
+    while len(tokenizer.encode(text, add_special_tokens=False).ids) < prompt_tokens:
+        text += FILLER
+    ids = tokenizer.encode(text, add_special_tokens=False).ids[:prompt_tokens]
+    return tokenizer.decode(ids)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(arr)), "p90": float(np.percentile(arr, 90))}
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """Medians and p90s of every stage and metric over the measured runs."""
+    runs = raw["runs"]
+    out: dict[str, Any] = {"load_s": raw["load"], "peak_rss_mb": raw["peak_rss_mb"], "stages": {}, "metrics": {}}
+    for run in runs:
+        run["other"] = run["total"] - sum(run.get(stage, 0.0) for stage in STAGES)
+    for stage in (*STAGES, "other"):
+        values = [run[stage] for run in runs if stage in run]
+        if values:
+            out["stages"][stage] = _stats(values)
+    for metric in METRICS:
+        values = [run[metric] for run in runs if metric in run]
+        if values:
+            out["metrics"][metric] = _stats(values)
+    out["prompt_tokens"] = runs[0]["prompt_tokens"] if runs else None
+    out["decode_tokens"] = runs[0].get("decode_tokens") if runs else None
+    return out
+
+
+def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlm_export.report.worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {"error": lines[-1] if lines else f"worker exited with {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _graph_sizes(folder: Path) -> tuple[dict[str, float], dict[str, str], float]:
+    from vlm_export.report.inspect import describe_folder
+
+    info = describe_folder(folder)
+    sizes = {g["role"]: g["mb"] for g in info["graphs"]}
+    precisions = {g["role"]: g["precision"] for g in info["graphs"]}
+    decoder_bytes = next(g["mb"] for g in info["graphs"] if g["role"] == "decoder") * 1e6
+    return sizes, precisions, decoder_bytes
+
+
+def _ratios(config: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+    """Speed-ups over the baseline (> 1 is better) and the memory ratio (< 1 is better)."""
+
+    def median(cfg: dict, metric: str) -> float | None:
+        return cfg.get("metrics", {}).get(metric, {}).get("median")
+
+    out = {}
+    for metric in ("ttft", "total"):
+        ours, base = median(config, metric), median(baseline, metric)
+        if ours and base:
+            out[f"{metric}_speedup"] = base / ours
+    ours, base = median(config, "decode_tokens_per_s"), median(baseline, "decode_tokens_per_s")
+    if ours and base:
+        out["decode_speedup"] = ours / base
+    if config.get("peak_rss_mb") and baseline.get("peak_rss_mb"):
+        out["peak_rss_ratio"] = config["peak_rss_mb"] / baseline["peak_rss_mb"]
+    return out
+
+
+def run_bench(
+    folders: list[Path],
+    settings: BenchSettings,
+    out_dir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every configuration, write ``report.json``, ``report.md`` and ``chart.png`` to ``out_dir``."""
+    from vlm_export.manifest import Manifest
+    from vlm_export.report.bandwidth import measure_bandwidth
+    from vlm_export.report.environment import environment
+    from vlm_export.report.render import write_outputs
+
+    step = progress or (lambda _m: None)
+    if not folders:
+        raise VLMExportError("bench needs at least one exported folder")
+    manifests = [Manifest.load(folder) for folder in folders]  # clear errors before any work
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image_path = out_dir / "bench_image.png"
+    sample_image(*settings.image_size).save(image_path)
+    prompt = build_prompt(Path(folders[0]) / manifests[0].text.tokenizer_file, settings.prompt_tokens)
+    common = {
+        "image": str(image_path),
+        "prompt": prompt,
+        "threads": settings.threads,
+        "new_tokens": settings.new_tokens,
+        "runs": settings.runs,
+        "warmup": settings.warmup,
+    }
+    step("measuring memory bandwidth")
+    bandwidth = measure_bandwidth(settings.threads)
+
+    specs: list[tuple[str, dict[str, Any]]] = []
+    if settings.compare_pytorch:
+        specs.append(("pytorch eager fp32", {**common, "kind": "pytorch", "model": settings.compare_pytorch}))
+    for folder, manifest in zip(folders, manifests):
+        precision = "/".join(sorted({g.precision for g in manifest.graphs.values()}))
+        for backend in settings.backends:
+            name = f"{Path(folder).name} ({backend}, {precision})"
+            specs.append((name, {**common, "kind": "vlm-export", "folder": str(folder), "backend": backend}))
+
+    configurations = []
+    for name, spec in specs:
+        step(f"running {name}")
+        raw = _run_worker(spec)
+        config: dict[str, Any] = {"name": name, "kind": spec["kind"]}
+        if "error" in raw:
+            config["error"] = raw["error"]
+            configurations.append(config)
+            continue
+        config.update(summarize(raw))
+        config["backend"] = raw["backend_info"]
+        config["runs_raw"] = raw["runs"]
+        if spec["kind"] == "vlm-export":
+            sizes, precisions, decoder_bytes = _graph_sizes(Path(spec["folder"]))
+            config.update(folder=spec["folder"], graph_mb=sizes, precision=precisions)
+            tok_s = config["metrics"].get("decode_tokens_per_s", {}).get("median")
+            if tok_s:
+                config["roofline"] = {
+                    "decoder_bytes_per_token": decoder_bytes,
+                    "bandwidth_gb_per_s": bandwidth["gb_per_s"],
+                    "fraction": decoder_bytes * tok_s / bandwidth["bytes_per_s"],
+                }
+        configurations.append(config)
+
+    ok = [c for c in configurations if "error" not in c]
+    baseline = ok[0] if ok else None
+    for config in ok:
+        config["ratios"] = _ratios(config, baseline)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": {**asdict(settings), "image_size": list(settings.image_size), "prompt": prompt},
+        "environment": environment(),
+        "bandwidth": bandwidth,
+        "baseline": baseline["name"] if baseline else None,
+        "configurations": configurations,
+    }
+    write_outputs(report, out_dir)
+    return report
