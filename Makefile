@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo bench lint format clean
+.PHONY: install test test-fast test-arm demo bench lint format clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# x86 vs emulated aarch64 (qemu user mode): same token ids and logits; see scripts/arm/
+test-arm: install
+	bash scripts/arm/setup.sh
+	$(BIN)/python scripts/arm/compare.py
+
 demo: install
 	$(BIN)/vlm-export demo
 
@@ -30,12 +35,12 @@ bench: install
 	$(BIN)/python bench/run.py bench/standard.toml
 
 lint: install
-	$(BIN)/ruff check vlm_export tests bench
-	$(BIN)/ruff format --check vlm_export tests bench
+	$(BIN)/ruff check vlm_export tests bench scripts
+	$(BIN)/ruff format --check vlm_export tests bench scripts
 
 format: install
-	$(BIN)/ruff check --fix vlm_export tests bench
-	$(BIN)/ruff format vlm_export tests bench
+	$(BIN)/ruff check --fix vlm_export tests bench scripts
+	$(BIN)/ruff format vlm_export tests bench scripts
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache *.egg-info

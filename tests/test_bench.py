@@ -115,3 +115,18 @@ def test_cli_bench_errors(tmp_path):
     assert result.returncode != 0 and "no manifest.json" in result.stderr
     result = cli("bench", str(tmp_path), "--image-size", "big")
     assert result.returncode != 0 and "WIDTHxHEIGHT" in result.stderr
+
+
+def test_environment_names_arm_cores_and_isa(tmp_path):
+    from vlm_export.report.environment import cpu_info
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 atomics asimddp\nCPU implementer\t: 0x41\n"
+        "CPU part\t: 0xd0c\n"
+    )
+    info = cpu_info(cpuinfo)
+    assert info["model"] == "Arm Neoverse-N1"
+    assert info["isa"] == ["NEON", "NEON-DOTPROD"]
+    cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_tile\n")
+    assert cpu_info(cpuinfo)["isa"] == ["AVX2", "AVX-512", "AVX512-VNNI", "AMX"]

@@ -66,6 +66,7 @@ def test_inspect_json(exported):
     assert "past_key_values.0.key" in [t["name"] for t in decoder["inputs"]]
     assert "present.0.value" in [t["name"] for t in decoder["outputs"]]
     assert all(g["precision"] == "fp32" for g in info["graphs"])
+    assert info["host"]["cpu"]["architecture"] and info["host"]["onnxruntime"]["version"]
 
 
 def test_inspect_table(exported):

@@ -179,22 +179,22 @@ def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
         f"(format {info['format_version']}, {info['total_mb']:.1f} MB)"
     )
     table = Table()
-    for col in ("graph", "file", "MB", "precision", "opset", "inputs", "outputs"):
+    for col in ("graph", "MB", "precision", "opset", "inputs", "outputs"):
         table.add_column(col, overflow="fold")
     for g in info["graphs"]:
         table.add_row(
-            g["role"],
-            g["file"],
-            f"{g['mb']:.2f}",
-            g["precision"],
-            str(g["opset"]),
-            _tensors(g["inputs"]),
-            _tensors(g["outputs"]),
+            g["role"], f"{g['mb']:.2f}", g["precision"], str(g["opset"]), _tensors(g["inputs"]), _tensors(g["outputs"])
         )
     out.print(table)
     if info.get("image"):
         im = info["image"]
         out.print(f"image: {im['placeholder']!r} -> {im['tokens_per_tile']} x token {im['token_id']} per tile")
+    cpu, ort = info["host"]["cpu"], info["host"]["onnxruntime"]
+    out.print(
+        f"this machine: {cpu['architecture']} {cpu['model']} ({', '.join(cpu['isa']) or 'no SIMD flags seen'}), "
+        + (f"onnxruntime {ort['version']} on {ort['device']}" if ort else "onnxruntime not installed"),
+        highlight=False,
+    )
 
 
 @app.command()
@@ -316,11 +316,22 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def _shape(tensor: dict) -> str:
+    return "[" + ", ".join(str(d) for d in tensor["shape"]) + "]"
+
+
 def _tensors(tensors: list[dict]) -> str:
-    shown = [f"{t['name']} {t['dtype']}{t['shape']}" for t in tensors[:4]]
-    if len(tensors) > 4:
-        shown.append(f"... {len(tensors) - 4} more")
-    return "\n".join(shown)
+    """One line per tensor, with the per-layer KV-cache tensors folded into one line each."""
+    lines, layers = [], {}
+    for t in tensors:
+        prefix, _, rest = t["name"].partition(".")
+        if prefix in ("past_key_values", "present") and rest.split(".")[0].isdigit():
+            layers.setdefault(prefix, (t, set()))[1].add(int(rest.split(".")[0]))
+            continue
+        lines.append(f"{t['name']} {t['dtype']}{_shape(t)}")
+    for prefix, (first, indices) in layers.items():
+        lines.append(f"{prefix}.{{0..{max(indices)}}}.key/value {first['dtype']}{_shape(first)}")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vlm_export.manifest import GRAPH_ROLES, Manifest
+from vlm_export.report.environment import environment
 
 
 def describe_folder(folder: str | Path) -> dict:
@@ -39,4 +40,5 @@ def describe_folder(folder: str | Path) -> dict:
         "image": asdict(manifest.image) if manifest.image else None,
         "decoder": asdict(manifest.decoder),
         "validation": manifest.validation,
+        "host": environment(),
     }
