@@ -35,7 +35,18 @@ err = Console(stderr=True)
 
 FolderArg = Annotated[Path, typer.Argument(help="An exported folder (the OUT of `vlm-export convert`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text and tables.")]
+QuantOpt = typer.Option(
+    "--quant",
+    help="Precision per graph: a preset (fp32, fp16, int8, int4, int4-all) or e.g. "
+    "decoder=int4:block=32,vision=int8,projector=fp32,embed=int4.",
+)
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: all cores).")]
+
+
+def _parse_quant(text: str):
+    from vlm_export.quantize.spec import parse_quant
+
+    return parse_quant(text)
 
 
 def _fail(error: VLMExportError) -> None:
@@ -58,11 +69,14 @@ def convert(
     opset: Annotated[
         int, typer.Option("--opset", min=18, max=23, help="ONNX opset: 23 is fastest; 18 for older runtimes.")
     ] = 23,
+    quant: Annotated[str | None, QuantOpt] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a Hugging Face VLM to ONNX graphs (vision, projector, embeddings, KV-cache decoder).
 
-    Example: vlm-export convert ./llava-checkpoint ./llava-onnx
+    With --quant, the fp32 export passes the parity gate first, then each graph is compressed.
+
+    Example: vlm-export convert ./llava-checkpoint ./llava-int4 --quant int4
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -78,8 +92,9 @@ def convert(
 
             from vlm_export.export.convert import convert as run_convert
 
+            spec = _parse_quant(quant) if quant else None
             result = run_convert(
-                model, output, overwrite=overwrite, validate=not no_validate, opset=opset, progress=step
+                model, output, overwrite=overwrite, validate=not no_validate, opset=opset, progress=step, quant=spec
             )
     except VLMExportError as error:
         report = getattr(error, "report", None)
@@ -194,6 +209,61 @@ def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
         f"this machine: {cpu['architecture']} {cpu['model']} ({', '.join(cpu['isa']) or 'no SIMD flags seen'}), "
         + (f"onnxruntime {ort['version']} on {ort['device']}" if ort else "onnxruntime not installed"),
         highlight=False,
+    )
+
+
+@app.command()
+def quantize(
+    source: Annotated[Path, typer.Argument(metavar="IN", help="An fp32 exported folder.")],
+    output: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write; created atomically.")],
+    quant: Annotated[str, QuantOpt],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists and is not empty.")] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Compare with IN: sizes, cosine per graph, greedy agreement.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compress the graphs of an fp32 export, each with its own precision (needs the onnx package).
+
+    Example: vlm-export quantize ./llava-onnx ./llava-int4 --quant decoder=int4,vision=int8 --report
+    """
+    from vlm_export.quantize.apply import quantize_folder
+
+    try:
+        manifest = quantize_folder(
+            source, output, _parse_quant(quant), overwrite=overwrite, progress=lambda m: err.print(f"[dim]·[/] {m}")
+        )
+        comparison = None
+        if report:
+            from vlm_export.quantize.report import compare_folders
+
+            err.print("[dim]·[/] comparing with fp32")
+            comparison = compare_folders(source, output).as_dict()
+    except VLMExportError as error:
+        _fail(error)
+    if as_json:
+        graphs = {role: {"precision": g.precision, **(g.quantization or {})} for role, g in manifest.graphs.items()}
+        print(json.dumps({"folder": str(output), "graphs": graphs, "report": comparison}, indent=2))
+        return
+    if comparison:
+        _print_quant_report(comparison)
+    else:
+        for role, graph in manifest.graphs.items():
+            out.print(f"{role}: {graph.precision} ({(graph.quantization or {}).get('recipe')})", highlight=False)
+    out.print(f"[green]wrote[/] {output}")
+
+
+def _print_quant_report(report: dict) -> None:
+    table = Table(title="Quantized vs fp32")
+    for col in ("graph", "precision", "MB", "fp32 MB", "cosine"):
+        table.add_column(col, justify="right" if col != "graph" else "left")
+    for g in report["graphs"]:
+        table.add_row(g["role"], g["precision"], f"{g['mb']:.2f}", f"{g['fp32_mb']:.2f}", f"{g['cosine']:.5f}")
+    table.add_row("total", "", f"{report['total_mb']:.2f}", f"{report['fp32_mb']:.2f}", f"x{report['size_ratio']:.2f}")
+    out.print(table)
+    out.print(
+        f"greedy tokens equal to fp32: {report['token_agreement']:.0%} of positions, "
+        f"{report['exact_generations']}/{report['generations']} generations identical ({report['new_tokens']} tokens)"
     )
 
 

@@ -50,6 +50,7 @@ class GraphInfo:
     precision: str = "fp32"
     opset: int | None = None
     summary: str = ""
+    quantization: dict[str, Any] | None = None  # recipe asked for and what each op type got
 
     @property
     def files(self) -> list[str]:
@@ -124,6 +125,7 @@ class Manifest:
     text: TextInfo
     source: SourceInfo
     validation: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None  # the --quant spec and the fp32 folder it came from
     format_version: int = FORMAT_VERSION
 
     # ---- reading and writing -------------------------------------------------------------------
@@ -158,6 +160,7 @@ class Manifest:
                 text=TextInfo(**data["text"]),
                 source=SourceInfo(**data["source"]),
                 validation=data.get("validation"),
+                quantization=data.get("quantization"),
                 format_version=version,
             )
         except (KeyError, TypeError, AttributeError) as exc:

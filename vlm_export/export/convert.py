@@ -85,11 +85,16 @@ def convert(
     validate: bool = True,
     opset: int = DEFAULT_OPSET,
     progress: Progress | None = None,
+    quant: Any | None = None,
 ) -> ConvertResult:
     """Export ``model`` (a folder or hub id) to ``out``. Raises :class:`ParityError` if the gate fails.
 
-    On any failure nothing is written at ``out`` (an existing folder there is left as it was).
+    ``quant`` (a :class:`~vlm_export.quantize.spec.QuantSpec`) compresses the graphs after the fp32
+    export passed the gate. On any failure nothing is written at ``out`` (an existing folder there is
+    left as it was).
     """
+    if quant is not None:
+        return _convert_quantized(model, Path(out), overwrite, validate, opset, progress, quant)
     step = progress or (lambda _msg: None)
     out = Path(out)
     check_output(out, overwrite)  # fail before the expensive part
@@ -146,6 +151,22 @@ def convert(
                 error.report = report
                 raise error
     return ConvertResult(folder=out, manifest=manifest, validation=report)
+
+
+def _convert_quantized(model, out: Path, overwrite, validate, opset, progress, quant) -> ConvertResult:
+    import tempfile
+
+    from vlm_export.quantize.apply import quantize_folder
+
+    check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.fp32-") as tmp:
+        fp32 = convert(model, Path(tmp) / "fp32", validate=validate, opset=opset, progress=progress)
+        manifest = quantize_folder(fp32.folder, out, quant, overwrite=overwrite, progress=progress)
+        manifest.validation = fp32.manifest.validation  # the fp32 gate this export passed
+        manifest.quantization["source"] = "fp32 export of " + model
+        manifest.save(out)
+    return ConvertResult(folder=out, manifest=manifest, validation=fp32.validation)
 
 
 def _copy_configs(source: str, family: VLMFamily, folder: Path) -> None:
