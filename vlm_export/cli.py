@@ -227,6 +227,10 @@ def quantize(
 
     Example: vlm-export quantize ./llava-onnx ./llava-int4 --quant decoder=int4,vision=int8 --report
     """
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        _fail(VLMExportError("quantize needs the onnx package", fix='pip install "vlm-export[export]"'))
     from vlm_export.quantize.apply import quantize_folder
 
     try:
