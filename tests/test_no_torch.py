@@ -24,17 +24,17 @@ print(json.dumps({"heavy": heavy, "tokens": len(result.token_ids)}))
 """
 
 
+def run_script(script: str, *args) -> dict:
+    """Run ``script`` in a fresh interpreter; return the JSON object on its last stdout line."""
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_runtime_and_cli_import_no_torch(exported, tmp_path):
     image = tmp_path / "image.png"
     picture(1).save(image)
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(exported(DEFAULT_TINY)), str(image)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_script(SCRIPT, exported(DEFAULT_TINY), image)
     assert report["heavy"] == []
     assert report["tokens"] >= 1
 
@@ -51,12 +51,4 @@ print(json.dumps({"heavy": heavy, "errors": [c.get("error") for c in report["con
 
 
 def test_bench_runs_without_torch(exported, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", BENCH_SCRIPT, str(exported(DEFAULT_TINY)), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report == {"heavy": [], "errors": [None]}
+    assert run_script(BENCH_SCRIPT, exported(DEFAULT_TINY), tmp_path) == {"heavy": [], "errors": [None]}

@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,10 @@ from vlm_export.export.onnx_export import DEFAULT_OPSET, export_graph
 from vlm_export.manifest import FORMAT_VERSION, Manifest, SourceInfo, TextInfo
 from vlm_export.models import family_for
 from vlm_export.models.base import VLMFamily
+from vlm_export.report.environment import library_versions
 
 Progress = Callable[[str], None]
+EXPORT_LIBRARIES = ("vlm-export", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers")
 
 # The exporter logs a warning per torchvision op it cannot find; torchvision is deliberately absent.
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -35,17 +36,6 @@ class ConvertResult:
     folder: Path
     manifest: Manifest
     validation: Any | None  # ValidationReport, or None with validate=False
-
-
-def _versions() -> dict[str, str]:
-    names = ["vlm-export", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers"]
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _eos_ids(files: sources.SourceFiles) -> list[int]:
@@ -131,7 +121,7 @@ def convert(
                 model=model,
                 architecture=(config.architectures or [type(family.model).__name__])[0],
                 model_type=config.model_type,
-                libraries=_versions(),
+                libraries=library_versions(EXPORT_LIBRARIES),
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             ),
             format_version=FORMAT_VERSION,

@@ -59,9 +59,9 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     }
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     out = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
