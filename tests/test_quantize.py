@@ -147,3 +147,31 @@ def test_convert_with_quant_keeps_fp32_gate(tiny_checkpoint, tmp_path):
     assert manifest.graphs["decoder"].precision == "int8"
     assert manifest.validation["passed"] and result.validation.passed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]  # the fp32 staging folder is gone
+
+
+def test_target_cpu_int8_presets(exported, tmp_path):
+    """optimum's per-CPU presets drive the int8 weights: avx2 uses uint8 weights, arm64 int8."""
+    source = exported(DEFAULT_TINY)
+    for target, weight_type in (("avx2", onnx.TensorProto.UINT8), ("arm64", onnx.TensorProto.INT8)):
+        out = tmp_path / target
+        manifest = quantize_folder(source, out, parse_quant("decoder=int8", target_cpu=target))
+        assert manifest.graphs["decoder"].quantization["int8_target"] == target
+        model = onnx.load(str(out / "decoder.onnx"))
+        quantized = [i for i in model.graph.initializer if i.name.endswith("_quantized")]
+        assert quantized and {i.data_type for i in quantized} == {weight_type}
+    with pytest.raises(QuantSpecError, match="unknown target"):
+        parse_quant("int8", target_cpu="pentium")
+    assert parse_quant("vision=int8:target=avx512_vnni").recipe("vision_encoder").target == "avx512_vnni"
+
+
+def test_auto_picks_bigger_recipe_when_budget_is_tight(exported, tmp_path):
+    from vlm_export.quantize.auto import AUTO_ORDER, auto_quantize
+
+    source = exported(DEFAULT_TINY)
+    loose = auto_quantize(source, tmp_path / "loose", max_drop=100.0)
+    tight = auto_quantize(source, tmp_path / "tight", max_drop=0.0)
+    assert loose.chosen == AUTO_ORDER[0] and len(loose.trials) == 1
+    assert AUTO_ORDER.index(tight.chosen) > AUTO_ORDER.index(loose.chosen)
+    assert all(not t.within_budget for t in tight.trials[:-1]) and tight.trials[-1].within_budget
+    assert tight.trials[-1].drop == 0.0
+    assert Manifest.load(tmp_path / "tight").quantization["spec"]

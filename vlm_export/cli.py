@@ -43,10 +43,10 @@ QuantOpt = typer.Option(
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: all cores).")]
 
 
-def _parse_quant(text: str):
+def _parse_quant(text: str, target_cpu: str | None = None):
     from vlm_export.quantize.spec import parse_quant
 
-    return parse_quant(text)
+    return parse_quant(text, target_cpu)
 
 
 def _fail(error: VLMExportError) -> None:
@@ -216,7 +216,20 @@ def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
 def quantize(
     source: Annotated[Path, typer.Argument(metavar="IN", help="An fp32 exported folder.")],
     output: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write; created atomically.")],
-    quant: Annotated[str, QuantOpt],
+    quant: Annotated[str | None, QuantOpt] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Pick the smallest preset within --max-accuracy-drop (measured).")
+    ] = False,
+    max_accuracy_drop: Annotated[
+        float,
+        typer.Option("--max-accuracy-drop", min=0, help="Budget for --auto, in points of greedy tokens that differ."),
+    ] = 1.0,
+    target_cpu: Annotated[
+        str | None,
+        typer.Option(
+            "--target-cpu", help="int8 kernels to suit: portable (default), arm64, avx2, avx512, avx512_vnni."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists and is not empty.")] = False,
     report: Annotated[
         bool, typer.Option("--report", help="Compare with IN: sizes, cosine per graph, greedy agreement.")
@@ -226,17 +239,32 @@ def quantize(
     """Compress the graphs of an fp32 export, each with its own precision (needs the onnx package).
 
     Example: vlm-export quantize ./llava-onnx ./llava-int4 --quant decoder=int4,vision=int8 --report
+    Example: vlm-export quantize ./llava-onnx ./llava-small --auto --max-accuracy-drop 1.0
     """
     try:
         import onnx  # noqa: F401
     except ImportError:
         _fail(VLMExportError("quantize needs the onnx package", fix='pip install "vlm-export[export]"'))
+    from vlm_export.manifest import Manifest
     from vlm_export.quantize.apply import quantize_folder
 
+    if (quant is None) == (not auto):
+        _fail(VLMExportError("give either --quant SPEC or --auto", fix="see vlm-export quantize --help"))
+
+    def step(message: str) -> None:
+        err.print(f"[dim]·[/] {message}", highlight=False)
+
     try:
-        manifest = quantize_folder(
-            source, output, _parse_quant(quant), overwrite=overwrite, progress=lambda m: err.print(f"[dim]·[/] {m}")
-        )
+        if auto:
+            from vlm_export.quantize.auto import auto_quantize
+
+            chosen = auto_quantize(source, output, max_accuracy_drop, target_cpu, overwrite=overwrite, progress=step)
+            _print_auto(chosen, max_accuracy_drop)
+            manifest = Manifest.load(output)
+        else:
+            manifest = quantize_folder(
+                source, output, _parse_quant(quant, target_cpu), overwrite=overwrite, progress=step
+            )
         comparison = None
         if report:
             from vlm_export.quantize.report import compare_folders
@@ -255,6 +283,16 @@ def quantize(
         for role, graph in manifest.graphs.items():
             out.print(f"{role}: {graph.precision} ({(graph.quantization or {}).get('recipe')})", highlight=False)
     out.print(f"[green]wrote[/] {output}")
+
+
+def _print_auto(result, budget: float) -> None:
+    table = Table(title=f"--auto: smallest preset within {budget:g} points of greedy-token drop")
+    for col in ("preset", "MB", "drop (points)", "within budget"):
+        table.add_column(col)
+    for trial in result.trials:
+        table.add_row(trial.preset, f"{trial.mb:.2f}", f"{trial.drop:.1f}", "yes" if trial.within_budget else "no")
+    err.print(table)
+    err.print(f"chose [bold]{result.chosen}[/]")
 
 
 def _print_quant_report(report: dict) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from vlm_export.errors import VLMExportError
 from vlm_export.quantize.spec import GraphRecipe
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -89,27 +90,57 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _int8_dynamic(src: Path, dst: Path, nodes: list[str] | None = None) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def int8_settings(target: str) -> dict:
+    """quantize_dynamic arguments for an int8 target CPU.
 
+    ``portable``: int8 weights in a 7-bit range. x86 CPUs without VNNI multiply u8 x s8 with a
+    saturating 16-bit add (vpmaddubsw); measured on the tiny LLaVA decoder (AVX2): logits cosine vs fp32
+    0.9981 with full-range weights, 0.9999 with reduce_range; ARM NEON gave 0.9999 either way, and x86
+    and ARM then agree to 1e-7. Other targets take optimum's AutoQuantizationConfig for that CPU (weight
+    type, range, symmetry), applied to MatMul only (ConvInteger has no CPU kernel; int8 Gather would
+    dequantize the whole table per call).
+    """
+    from onnxruntime.quantization import QuantType
+
+    if target == "portable":
+        return {"weight_type": QuantType.QInt8, "per_channel": True, "reduce_range": True, "extra_options": {}}
+    try:
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    except ImportError as exc:
+        raise VLMExportError(
+            f"int8 target {target!r} reads optimum's presets", fix="pip install optimum-onnx, or use target=portable"
+        ) from exc
+    config = getattr(AutoQuantizationConfig, target)(is_static=False, per_channel=True)
+    return {
+        "weight_type": config.weights_dtype,
+        "per_channel": config.per_channel,
+        "reduce_range": config.reduce_range,
+        "extra_options": {
+            "WeightSymmetric": config.weights_symmetric,
+            "ActivationSymmetric": config.activations_symmetric,
+        },
+    }
+
+
+def _int8_dynamic(src: Path, dst: Path, nodes: list[str] | None = None, target: str = "portable") -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    settings = int8_settings(target)
     with _quiet():
         quantize_dynamic(
             str(src),
             str(dst),
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=nodes,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            # 7-bit weights: x86 CPUs without VNNI multiply u8 x s8 with a saturating 16-bit add
-            # (vpmaddubsw). Measured on the tiny LLaVA decoder (AVX2): logits cosine vs fp32 0.9981 with
-            # full-range weights, 0.9999 with reduce_range; ARM NEON and VNNI gave 0.9999 either way.
-            reduce_range=True,
+            weight_type=settings["weight_type"],
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
             use_external_data_format=src.stat().st_size > EXTERNAL_DATA_THRESHOLD,
-            extra_options={"MatMulConstBOnly": True},
+            extra_options={"MatMulConstBOnly": True, **settings["extra_options"]},
         )
 
 
-def _int8(src: Path, dst: Path) -> QuantResult:
+def _int8(src: Path, dst: Path, target: str = "portable") -> QuantResult:
     model = onnx.load(str(src), load_external_data=False)
     matmuls, gathers = _weight_nodes(model, "MatMul"), _weight_nodes(model, "Gather")
     if not matmuls and gathers:
@@ -118,8 +149,8 @@ def _int8(src: Path, dst: Path) -> QuantResult:
         result = _copy(src, dst)
         result.details["fallback"] = "no MatMul weights to quantize"
         return result
-    _int8_dynamic(src, dst)
-    return QuantResult("int8", {"int8_matmuls": len(matmuls)})
+    _int8_dynamic(src, dst, target=target)
+    return QuantResult("int8", {"int8_matmuls": len(matmuls), "int8_target": target})
 
 
 def _int4(src: Path, dst: Path, recipe: GraphRecipe) -> QuantResult:
@@ -183,5 +214,5 @@ def quantize_graph(src: Path, dst: Path, recipe: GraphRecipe) -> QuantResult:
     if recipe.precision == "fp16":
         return _fp16(src, dst)
     if recipe.precision == "int8":
-        return _int8(src, dst)
+        return _int8(src, dst, recipe.target)
     return _int4(src, dst, recipe)
