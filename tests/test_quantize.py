@@ -35,7 +35,8 @@ def test_parse_presets_and_custom():
         ("lm=int4", "cannot read"),
         ("decoder=int3", "unknown precision"),
         ("decoder=int4:block=48", "unknown option"),
-        ("decoder=int8:block=32", "only apply to int4"),
+        ("decoder=int8:block=32", "do not apply to int8"),
+        ("decoder=fp16:target=arm64", "unknown option"),
     ],
 )
 def test_parse_errors(text, message):
