@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/vlm-export demo
 
 bench: install
-	$(BIN)/python bench/run.py bench/standard.toml
+	$(BIN)/python bench/run.py bench/standard.toml bench/smolvlm.toml
 
 lint: install
 	$(BIN)/ruff check vlm_export tests bench scripts

@@ -1,6 +1,6 @@
 """Run a benchmark definition (a TOML file in this folder): build, convert, bench.
 
-    python bench/run.py bench/standard.toml
+    python bench/run.py bench/standard.toml [bench/smolvlm.toml ...]
 
 The checkpoint and its export are cached under .cache/bench/<name>/; the report goes to
 .cache/bench/<name>/report/ (report.json, report.md, chart.png). Set VLM_EXPORT_SHARED to point at
@@ -61,4 +61,5 @@ def main(definition: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "standard.toml"))
+    definitions = [Path(arg) for arg in sys.argv[1:]] or [ROOT / "bench" / "standard.toml"]
+    sys.exit(max(main(definition) for definition in definitions))

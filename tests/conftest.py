@@ -62,6 +62,13 @@ def picture(seed: int, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> I
     return image.convert(mode) if mode != "RGB" else image
 
 
+def real_tiles(pixel_values: np.ndarray) -> np.ndarray:
+    """HF processors' pixel_values as the runtime's (tiles, C, H, W): batch and image axes flattened and
+    all-zero padding tiles dropped (transformers drops them before the vision tower too)."""
+    tiles = pixel_values.reshape(-1, *pixel_values.shape[-3:])
+    return tiles[np.abs(tiles).reshape(len(tiles), -1).sum(axis=1) != 0]
+
+
 def cli(*args: str, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed ``vlm-export`` console script (the real entry point)."""
     exe = shutil.which("vlm-export", path=str(Path(sys.executable).parent)) or shutil.which("vlm-export")

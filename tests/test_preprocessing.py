@@ -53,3 +53,40 @@ def test_pixels_match_transformers(proc_name, name, size, mode):
 def test_prompt_text_expands_to_tokens_per_tile():
     processed = create_preprocessor(clip_preprocessing(PROCESSORS["llava-1.5"]), TOKENS)(picture(1))
     assert processed.prompt_text == "<image>" * 25
+
+
+# ---- Idefics3 / SmolVLM tiling -----------------------------------------------------------------------
+IDEFICS3 = {
+    "smolvlm": dict(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512}, do_image_splitting=True),
+    "smolvlm-no-split": dict(
+        size={"longest_edge": 2048}, max_image_size={"longest_edge": 512}, do_image_splitting=False
+    ),
+    "tiny": dict(size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True),
+}
+
+
+@pytest.mark.parametrize("proc_name", list(IDEFICS3))
+@pytest.mark.parametrize("size", [(512, 512), (640, 360), (300, 700), (33, 17), (1000, 1000)])
+def test_idefics3_tiles_and_prompt_match_transformers(proc_name, size):
+    from transformers import Idefics3ImageProcessor
+
+    from tests.conftest import real_tiles
+    from vlm_export.models.idefics3 import Idefics3Family  # noqa: F401  (the family this kind serves)
+    from vlm_export.runtimes.preprocessors.idefics3 import image_prompt
+
+    hf = Idefics3ImageProcessor(resample=1, image_mean=[0.5] * 3, image_std=[0.5] * 3, **IDEFICS3[proc_name])
+    image = picture(size[0] + size[1], size)
+    expected = hf(images=[[image]], return_tensors="np", return_row_col_info=True)
+    params = {
+        "kind": "idefics3",
+        **{k: getattr(hf, k) for k in ("do_resize", "size", "do_image_splitting", "max_image_size", "do_rescale")},
+        **{k: getattr(hf, k) for k in ("rescale_factor", "do_normalize", "image_mean", "image_std")},
+        "resample": 1,
+        "fake_image_token": "<fake>",
+        "global_image_token": "<global-img>",
+    }
+    processed = create_preprocessor(params, ImageTokens("<image>", "<image>", 5, 3))(image)
+    np.testing.assert_allclose(processed.pixel_values, real_tiles(expected["pixel_values"]), rtol=0, atol=1e-6)
+    rows, cols = expected["rows"][0][0], expected["cols"][0][0]
+    assert processed.prompt_text == image_prompt(rows, cols, 3, "<fake>", "<image>", "<global-img>")
+    assert processed.prompt_text.count("<image>") == 3 * len(processed.pixel_values)

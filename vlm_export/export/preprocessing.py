@@ -17,8 +17,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def clip_preprocessing(image_processor: Any) -> dict[str, Any]:
-    """CLIPImageProcessor (and look-alikes): resize, center-crop, rescale, normalize."""
+def plain_params(image_processor: Any, fields: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The named attributes of an HF image processor as JSON-ready values."""
     if image_processor is None:
         raise ModelLoadError(
             "the checkpoint has no image processor (preprocessor_config.json)",
@@ -26,6 +26,14 @@ def clip_preprocessing(image_processor: Any) -> dict[str, Any]:
         )
     if type(image_processor).__name__.endswith("Fast"):
         raise ModelLoadError(f"{type(image_processor).__name__} is a torchvision processor; load the slow one")
+    params = {name: _plain(getattr(image_processor, name, None)) for name in fields}
+    if "do_convert_rgb" in params:
+        params["do_convert_rgb"] = params["do_convert_rgb"] is not False
+    return params
+
+
+def clip_preprocessing(image_processor: Any) -> dict[str, Any]:
+    """CLIPImageProcessor (and look-alikes): resize, center-crop, rescale, normalize."""
     fields = [
         "do_convert_rgb",
         "do_resize",
@@ -39,6 +47,4 @@ def clip_preprocessing(image_processor: Any) -> dict[str, Any]:
         "image_mean",
         "image_std",
     ]
-    params = {name: _plain(getattr(image_processor, name, None)) for name in fields}
-    params["do_convert_rgb"] = params["do_convert_rgb"] is not False
-    return {"kind": "clip", **params}
+    return {"kind": "clip", **plain_params(image_processor, fields)}

@@ -1,0 +1,257 @@
+"""Idefics3 / SmolVLM (``Idefics3ForConditionalGeneration``): SigLIP-style tiles, pixel-shuffle connector.
+
+Split:
+  vision_encoder  pixel_values (tiles) -> image_features  (patch embeddings + positions, encoder,
+                  post-layernorm; every tile is a full square, so the patch attention mask is all ones)
+  projector       image_features -> image_embeds  (the connector: pixel shuffle, then a linear layer:
+                  a 4x pixel shuffle turns 1024 patches into 64 tokens)
+  embed_tokens    input_ids -> inputs_embeds
+  decoder         inputs_embeds, attention_mask, position_ids, past -> logits, present
+Image tokens: the processor's tile layout (``<fake_token_around_image><row_r_col_c><image>*64`` per
+tile, then the global image), made by the runtime's ``idefics3`` preprocessor.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlm_export.export.wrappers import DecoderWithCache, EmbedTokens, decoder_export_inputs
+from vlm_export.manifest import DECODER, EMBED_TOKENS, PROJECTOR, VISION_ENCODER, ImageTokens
+from vlm_export.models import register
+from vlm_export.models.base import GraphExport, TinyCheckpoint, VLMFamily
+
+
+def full_tile_position_ids(embeddings: nn.Module, image_size: int) -> torch.Tensor:
+    """The position ids ``Idefics3VisionEmbeddings`` computes for a tile whose patches are all real."""
+    side = image_size // embeddings.patch_size
+    boundaries = torch.arange(1 / embeddings.num_patches_per_side, 1.0, 1 / embeddings.num_patches_per_side)
+    coords = torch.arange(side, dtype=torch.float32) / side * (1 - 1e-6)
+    buckets = torch.bucketize(coords, boundaries, right=True)
+    return (buckets[:, None] * embeddings.num_patches_per_side + buckets[None, :]).flatten()[None]
+
+
+class Idefics3VisionTiles(nn.Module):
+    """pixel_values -> image_features for full tiles (no data-dependent loop over the batch)."""
+
+    def __init__(self, vision_model: nn.Module, image_size: int) -> None:
+        super().__init__()
+        self.vision_model = vision_model
+        self.register_buffer("position_ids", full_tile_position_ids(vision_model.embeddings, image_size))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        emb = self.vision_model.embeddings
+        hidden = emb.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+        hidden = hidden + emb.position_embedding(self.position_ids)
+        hidden = self.vision_model.encoder(inputs_embeds=hidden, attention_mask=None).last_hidden_state
+        return self.vision_model.post_layernorm(hidden)
+
+
+@register
+class Idefics3Family(VLMFamily):
+    name = "idefics3"
+    architectures = ("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration")
+    model_types = ("idefics3", "smolvlm")
+
+    @classmethod
+    def load_model(cls, source: str) -> nn.Module:
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa")
+
+    @property
+    def text_config(self) -> Any:
+        return self.config.text_config
+
+    def _vision(self) -> Idefics3VisionTiles:
+        return Idefics3VisionTiles(self.model.model.vision_model, self.config.vision_config.image_size)
+
+    def graph_exports(self) -> list[GraphExport]:
+        vcfg = self.config.vision_config
+        pixel_values = torch.randn(2, vcfg.num_channels, vcfg.image_size, vcfg.image_size)
+        vision = self._vision()
+        with torch.no_grad():
+            features = vision(pixel_values)
+        dec = self.decoder_info()
+        dec_inputs, dec_outputs, dec_axes = decoder_export_inputs(
+            dec.hidden_size, dec.num_layers, dec.num_kv_heads, dec.head_dim
+        )
+        return [
+            GraphExport(
+                role=VISION_ENCODER,
+                module=vision,
+                inputs={"pixel_values": pixel_values},
+                output_names=["image_features"],
+                dynamic_axes={"pixel_values": {0: "num_tiles"}, "image_features": {0: "num_tiles"}},
+                summary="pixel_values -> image_features",
+            ),
+            GraphExport(
+                role=PROJECTOR,
+                module=self.model.model.connector,
+                inputs={"image_features": features},
+                output_names=["image_embeds"],
+                dynamic_axes={"image_features": {0: "num_tiles"}, "image_embeds": {0: "num_tiles"}},
+                summary="image_features -> image_embeds (pixel shuffle + linear)",
+            ),
+            GraphExport(
+                role=EMBED_TOKENS,
+                module=EmbedTokens(self.model.get_input_embeddings()),
+                inputs={"input_ids": torch.randint(0, dec.vocab_size, (2, 5))},
+                output_names=["inputs_embeds"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "sequence_length"},
+                    "inputs_embeds": {0: "batch", 1: "sequence_length"},
+                },
+                summary="input_ids -> inputs_embeds",
+            ),
+            GraphExport(
+                role=DECODER,
+                module=DecoderWithCache(self.model.model.text_model, self.model.lm_head, dec.num_layers),
+                inputs=dec_inputs,
+                output_names=dec_outputs,
+                dynamic_axes=dec_axes,
+                summary="inputs_embeds, attention_mask, position_ids, past -> logits, present",
+            ),
+        ]
+
+    @classmethod
+    def stage_modules(cls, model: nn.Module) -> dict[str, nn.Module]:
+        return {VISION_ENCODER: model.model.vision_model, PROJECTOR: model.model.connector}
+
+    def image_tokens(self, processor: Any) -> ImageTokens:
+        vcfg = self.config.vision_config
+        with torch.no_grad():
+            pixels = torch.zeros(1, vcfg.num_channels, vcfg.image_size, vcfg.image_size)
+            tokens = self.model.model.connector(self._vision()(pixels)).shape[1]
+        if processor.image_seq_len != tokens:
+            raise ValueError(f"processor image_seq_len {processor.image_seq_len} != {tokens} tokens per tile")
+        return ImageTokens(
+            placeholder=processor.image_token,
+            token=processor.image_token,
+            token_id=self.config.image_token_id,
+            tokens_per_tile=tokens,
+        )
+
+    def preprocessing(self, processor: Any) -> dict[str, Any]:
+        from vlm_export.export.preprocessing import plain_params
+
+        ip = processor.image_processor
+        fields = (
+            "do_convert_rgb",
+            "do_resize",
+            "size",
+            "resample",
+            "do_image_splitting",
+            "max_image_size",
+            "do_rescale",
+            "rescale_factor",
+            "do_normalize",
+            "image_mean",
+            "image_std",
+        )
+        return {
+            "kind": "idefics3",
+            **plain_params(ip, fields),
+            "fake_image_token": processor.fake_image_token,
+            "global_image_token": processor.global_image_tag,
+        }
+
+    def reference_generate(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, max_new_tokens: int
+    ) -> list[int]:
+        from vlm_export.export.reference import greedy_generate
+
+        pixels = None if pixel_values is None else pixel_values[None]  # (batch, tiles, C, H, W)
+        return greedy_generate(self.model, max_new_tokens, input_ids=input_ids, pixel_values=pixels)
+
+    @classmethod
+    def tiny_checkpoints(cls) -> list[TinyCheckpoint]:
+        return [
+            TinyCheckpoint(
+                "idefics3-split",
+                "SigLIP-style 2 layers at 32 px tiles (patch 4), pixel shuffle x2; Llama decoder with GQA; "
+                "image splitting on (longest edge 64: up to 2x2 tiles + global)",
+                lambda folder, seed: _build_tiny(folder, seed, splitting=True),
+            ),
+            TinyCheckpoint(
+                "idefics3-single",
+                "the same model with image splitting off (one square tile per image)",
+                lambda folder, seed: _build_tiny(folder, seed, splitting=False),
+            ),
+        ]
+
+
+_SPECIALS = ["<unk>", "<|im_start|>", "<pad>", "<end_of_utterance>", "<fake_token_around_image>", "<image>"]
+_SPECIALS += ["<global-img>"] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+_TEMPLATE = (
+    "{{- '<|im_start|>' -}}{%- for message in messages -%}{%- if message['role'] == 'user' -%}{{- 'User:' -}}"
+    "{%- else -%}{{- 'Assistant:' -}}{%- endif -%}{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for c in message['content'] -%}{%- if c['type'] == 'image' -%}{{- '<image>' -}}"
+    "{%- elif c['type'] == 'text' -%}{{- c['text'] -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<end_of_utterance>\n' -}}{%- endfor -%}{%- if add_generation_prompt -%}{{- 'Assistant:' -}}{%- endif -%}"
+)
+
+
+def _build_tiny(folder: Path, seed: int, splitting: bool) -> None:
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+
+    from vlm_export.testing.tokenizer import byte_level_tokenizer, hf_fast_tokenizer
+
+    tokenizer = byte_level_tokenizer(_SPECIALS, bos_token="<|im_start|>")
+    vocab = tokenizer.get_vocab_size()
+    config = Idefics3Config(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 4,
+        },
+        text_config={
+            "model_type": "llama",
+            "vocab_size": vocab,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+            "pad_token_id": 2,
+            "bos_token_id": 1,
+            "eos_token_id": 3,
+            "tie_word_embeddings": False,
+        },
+        scale_factor=2,
+        image_token_id=_SPECIALS.index("<image>"),
+        pad_token_id=2,
+        tie_word_embeddings=False,
+    )
+    config.architectures = ["Idefics3ForConditionalGeneration"]
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    model.generation_config.eos_token_id = 3
+    model.generation_config.save_pretrained(folder)
+    hf_tok = hf_fast_tokenizer(
+        tokenizer, bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<pad>", unk_token="<unk>"
+    )
+    image_processor = Idefics3ImageProcessor(
+        do_image_splitting=splitting,
+        size={"longest_edge": 64},
+        max_image_size={"longest_edge": 32},
+        resample=1,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    tokens_per_tile = (32 // 4) ** 2 // 2**2
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=hf_tok, image_seq_len=tokens_per_tile, chat_template=_TEMPLATE
+    )
+    processor.save_pretrained(folder)
+    (folder / "tiny.json").write_text(json.dumps({"seed": seed, "splitting": splitting}) + "\n")
