@@ -1,4 +1,6 @@
-"""Idefics3 / SmolVLM (``Idefics3ForConditionalGeneration``): SigLIP-style tiles, pixel-shuffle connector.
+"""Idefics3 and SmolVLM-Instruct checkpoints (``Idefics3ForConditionalGeneration``): tiles, pixel shuffle.
+
+The newer ``SmolVLMForConditionalGeneration`` class (own processor) is not declared here yet: untested.
 
 Split:
   vision_encoder  pixel_values (tiles) -> image_features  (patch embeddings + positions, encoder,
@@ -54,8 +56,8 @@ class Idefics3VisionTiles(nn.Module):
 @register
 class Idefics3Family(VLMFamily):
     name = "idefics3"
-    architectures = ("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration")
-    model_types = ("idefics3", "smolvlm")
+    architectures = ("Idefics3ForConditionalGeneration",)
+    model_types = ("idefics3",)
 
     @classmethod
     def load_model(cls, source: str) -> nn.Module:
