@@ -123,3 +123,16 @@ def test_timings_cover_every_stage(setup):
     stages = {"preprocess", "tokenize", "vision_encoder", "projector", "embed", "merge", "prefill", "ttft", "total"}
     assert stages <= set(result.timings)
     assert result.timings["decode_tokens"] == 4  # the first token comes from prefill
+
+
+def test_vision_batch_does_not_change_features(setup):
+    """Tiles encoded one by one (the default) or all at once give the same features."""
+    _, _, _, pipe = setup
+    prepared = pipe.prepare("Describe the image.", [picture(1, (96, 64)), picture(2, (40, 90))])
+    one_by_one = pipe.encode_images(prepared.pixel_values)
+    pipe.vision_batch = 64
+    try:
+        together = pipe.encode_images(prepared.pixel_values)
+    finally:
+        pipe.vision_batch = 1
+    np.testing.assert_allclose(one_by_one, together, rtol=0, atol=1e-5)
