@@ -98,6 +98,67 @@ class VLMFamily(ABC):
             max_positions=getattr(cfg, "max_position_embeddings", None),
         )
 
+    def standard_graphs(
+        self, vision: torch.nn.Module, projector: torch.nn.Module, tile_axis: str = "num_images"
+    ) -> list[GraphExport]:
+        """The usual four graphs: ``vision`` and ``projector`` as given, then the shared embedding and
+        KV-cache decoder graphs built from ``self.model``'s input embeddings, language model and lm_head.
+
+        Families whose split differs (no vision tower, extra inputs) build their list themselves.
+        """
+        from vlm_export.export.wrappers import DecoderWithCache, EmbedTokens, decoder_export_inputs
+
+        vcfg = self.config.vision_config
+        pixel_values = torch.randn(2, vcfg.num_channels, vcfg.image_size, vcfg.image_size)
+        with torch.no_grad():
+            features = vision(pixel_values)
+        dec = self.decoder_info()
+        dec_inputs, dec_outputs, dec_axes = decoder_export_inputs(
+            dec.hidden_size, dec.num_layers, dec.num_kv_heads, dec.head_dim
+        )
+        return [
+            GraphExport(
+                role=VISION_ENCODER,
+                module=vision,
+                inputs={"pixel_values": pixel_values},
+                output_names=["image_features"],
+                dynamic_axes={"pixel_values": {0: tile_axis}, "image_features": {0: tile_axis}},
+                summary="pixel_values -> image_features",
+            ),
+            GraphExport(
+                role=PROJECTOR,
+                module=projector,
+                inputs={"image_features": features},
+                output_names=["image_embeds"],
+                dynamic_axes={"image_features": {0: tile_axis}, "image_embeds": {0: tile_axis}},
+                summary="image_features -> image_embeds",
+            ),
+            GraphExport(
+                role=EMBED_TOKENS,
+                module=EmbedTokens(self.model.get_input_embeddings()),
+                inputs={"input_ids": torch.randint(0, dec.vocab_size, (2, 5))},
+                output_names=["inputs_embeds"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "sequence_length"},
+                    "inputs_embeds": {0: "batch", 1: "sequence_length"},
+                },
+                summary="input_ids -> inputs_embeds",
+            ),
+            GraphExport(
+                role=DECODER,
+                module=DecoderWithCache(self.language_model, self.model.lm_head, dec.num_layers),
+                inputs=dec_inputs,
+                output_names=dec_outputs,
+                dynamic_axes=dec_axes,
+                summary="inputs_embeds, attention_mask, position_ids, past -> logits, present",
+            ),
+        ]
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        """The decoder stack without its head (``model.model.language_model`` in most VLMs)."""
+        return self.model.model.language_model
+
     # ---- images in the prompt ----------------------------------------------------------------------
     @abstractmethod
     def image_tokens(self, processor: Any) -> ImageTokens:

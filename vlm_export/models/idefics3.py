@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlm_export.export.wrappers import DecoderWithCache, EmbedTokens, decoder_export_inputs
-from vlm_export.manifest import DECODER, EMBED_TOKENS, PROJECTOR, VISION_ENCODER, ImageTokens
+from vlm_export.manifest import PROJECTOR, VISION_ENCODER, ImageTokens
 from vlm_export.models import register
 from vlm_export.models.base import GraphExport, TinyCheckpoint, VLMFamily
 
@@ -72,53 +71,12 @@ class Idefics3Family(VLMFamily):
     def _vision(self) -> Idefics3VisionTiles:
         return Idefics3VisionTiles(self.model.model.vision_model, self.config.vision_config.image_size)
 
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.model.text_model
+
     def graph_exports(self) -> list[GraphExport]:
-        vcfg = self.config.vision_config
-        pixel_values = torch.randn(2, vcfg.num_channels, vcfg.image_size, vcfg.image_size)
-        vision = self._vision()
-        with torch.no_grad():
-            features = vision(pixel_values)
-        dec = self.decoder_info()
-        dec_inputs, dec_outputs, dec_axes = decoder_export_inputs(
-            dec.hidden_size, dec.num_layers, dec.num_kv_heads, dec.head_dim
-        )
-        return [
-            GraphExport(
-                role=VISION_ENCODER,
-                module=vision,
-                inputs={"pixel_values": pixel_values},
-                output_names=["image_features"],
-                dynamic_axes={"pixel_values": {0: "num_tiles"}, "image_features": {0: "num_tiles"}},
-                summary="pixel_values -> image_features",
-            ),
-            GraphExport(
-                role=PROJECTOR,
-                module=self.model.model.connector,
-                inputs={"image_features": features},
-                output_names=["image_embeds"],
-                dynamic_axes={"image_features": {0: "num_tiles"}, "image_embeds": {0: "num_tiles"}},
-                summary="image_features -> image_embeds (pixel shuffle + linear)",
-            ),
-            GraphExport(
-                role=EMBED_TOKENS,
-                module=EmbedTokens(self.model.get_input_embeddings()),
-                inputs={"input_ids": torch.randint(0, dec.vocab_size, (2, 5))},
-                output_names=["inputs_embeds"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence_length"},
-                    "inputs_embeds": {0: "batch", 1: "sequence_length"},
-                },
-                summary="input_ids -> inputs_embeds",
-            ),
-            GraphExport(
-                role=DECODER,
-                module=DecoderWithCache(self.model.model.text_model, self.model.lm_head, dec.num_layers),
-                inputs=dec_inputs,
-                output_names=dec_outputs,
-                dynamic_axes=dec_axes,
-                summary="inputs_embeds, attention_mask, position_ids, past -> logits, present",
-            ),
-        ]
+        return self.standard_graphs(self._vision(), self.model.model.connector, tile_axis="num_tiles")
 
     @classmethod
     def stage_modules(cls, model: nn.Module) -> dict[str, nn.Module]:

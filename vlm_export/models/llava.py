@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlm_export.export.wrappers import DecoderWithCache, EmbedTokens, decoder_export_inputs
-from vlm_export.manifest import DECODER, EMBED_TOKENS, PROJECTOR, VISION_ENCODER, ImageTokens
+from vlm_export.manifest import PROJECTOR, VISION_ENCODER, ImageTokens
 from vlm_export.models import register
 from vlm_export.models.base import GraphExport, TinyCheckpoint, VLMFamily
 
@@ -65,52 +64,7 @@ class LlavaFamily(VLMFamily):
         return LlavaVisionFeatures(self.model.model.vision_tower, layers, strategy)
 
     def graph_exports(self) -> list[GraphExport]:
-        vcfg = self.config.vision_config
-        pixel_values = torch.randn(2, vcfg.num_channels, vcfg.image_size, vcfg.image_size)
-        vision = self._vision_features()
-        with torch.no_grad():
-            features = vision(pixel_values)
-        dec = self.decoder_info()
-        dec_inputs, dec_outputs, dec_axes = decoder_export_inputs(
-            dec.hidden_size, dec.num_layers, dec.num_kv_heads, dec.head_dim
-        )
-        return [
-            GraphExport(
-                role=VISION_ENCODER,
-                module=vision,
-                inputs={"pixel_values": pixel_values},
-                output_names=["image_features"],
-                dynamic_axes={"pixel_values": {0: "num_images"}, "image_features": {0: "num_images"}},
-                summary="pixel_values -> image_features",
-            ),
-            GraphExport(
-                role=PROJECTOR,
-                module=self.model.model.multi_modal_projector,
-                inputs={"image_features": features},
-                output_names=["image_embeds"],
-                dynamic_axes={"image_features": {0: "num_images"}, "image_embeds": {0: "num_images"}},
-                summary="image_features -> image_embeds",
-            ),
-            GraphExport(
-                role=EMBED_TOKENS,
-                module=EmbedTokens(self.model.get_input_embeddings()),
-                inputs={"input_ids": torch.randint(0, dec.vocab_size, (2, 5))},
-                output_names=["inputs_embeds"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence_length"},
-                    "inputs_embeds": {0: "batch", 1: "sequence_length"},
-                },
-                summary="input_ids -> inputs_embeds",
-            ),
-            GraphExport(
-                role=DECODER,
-                module=DecoderWithCache(self.model.model.language_model, self.model.lm_head, dec.num_layers),
-                inputs=dec_inputs,
-                output_names=dec_outputs,
-                dynamic_axes=dec_axes,
-                summary="inputs_embeds, attention_mask, position_ids, past -> logits, present",
-            ),
-        ]
+        return self.standard_graphs(self._vision_features(), self.model.model.multi_modal_projector)
 
     @classmethod
     def stage_modules(cls, model: nn.Module) -> dict[str, nn.Module]:
