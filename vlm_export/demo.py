@@ -21,7 +21,6 @@ DEMO_PROMPTS = ("Describe the image.", "What colour is the largest circle?")
 class DemoRun:
     folder: Path
     image: Path
-    converted: bool
     validation: dict | None = None
     answers: list[tuple[str, object]] = field(default_factory=list)  # (prompt, GenerationResult)
 
@@ -57,16 +56,14 @@ def run_demo(
     cache.mkdir(parents=True, exist_ok=True)
     name, checkpoint = default_model(cache)
     folder = cache / "exports" / name
-    converted = False
     if not (folder / "manifest.json").is_file():
         from vlm_export.export.convert import convert
 
         convert(str(checkpoint), folder, overwrite=True, progress=progress)
-        converted = True
     image = cache / "demo.png"
     sample_image(256).save(image)
     pipe = VLMPipeline.from_pretrained(folder)
-    run = DemoRun(folder=folder, image=image, converted=converted, validation=pipe.manifest.validation)
+    run = DemoRun(folder=folder, image=image, validation=pipe.manifest.validation)
     for prompt in DEMO_PROMPTS:
         if on_prompt:
             on_prompt(prompt)

@@ -56,12 +56,6 @@ class GraphInfo:
     def files(self) -> list[str]:
         return list(self.sha256)
 
-    def input(self, name: str) -> TensorInfo:
-        for tensor in self.inputs:
-            if tensor.name == name:
-                return tensor
-        raise ManifestError(f"graph {self.file} has no input named {name!r}")
-
 
 @dataclass
 class ImageTokens:
