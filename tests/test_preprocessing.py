@@ -90,3 +90,28 @@ def test_idefics3_tiles_and_prompt_match_transformers(proc_name, size):
     rows, cols = expected["rows"][0][0], expected["cols"][0][0]
     assert processed.prompt_text == image_prompt(rows, cols, 3, "<fake>", "<image>", "<global-img>")
     assert processed.prompt_text.count("<image>") == 3 * len(processed.pixel_values)
+
+
+# ---- Fuyu patches ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("size", "mode"), [((48, 40), "RGB"), ((200, 90), "RGB"), ((91, 61), "RGB"), ((30, 17), "L"), ((90, 60), "RGB")]
+)
+def test_fuyu_patches_and_image_ids_match_transformers(tiny_checkpoint, size, mode):
+    """Fitting (with downscaling), padding, patch order and the newline-terminated rows of image ids."""
+    from transformers import AutoProcessor
+
+    from vlm_export.models.fuyu import FuyuFamily
+
+    folder = tiny_checkpoint("fuyu-persimmon")
+    processor = AutoProcessor.from_pretrained(folder)
+    image = picture(size[0], size, mode)
+    expected = processor(text="What is it?", images=image.convert("RGB"), return_tensors="np")
+    family = FuyuFamily.__new__(FuyuFamily)
+    family.config = type("C", (), {"patch_size": 6})()
+    params = family.preprocessing(processor)
+    tokens = family.image_tokens(processor)
+    processed = create_preprocessor(params, tokens)(image)
+    np.testing.assert_allclose(processed.pixel_values, expected["image_patches"][0], rtol=0, atol=1e-6)
+    image_ids = [int(i) for i in expected["input_ids"][0][: len(processed.prompt_ids)]]
+    assert processed.prompt_ids == image_ids
+    assert expected["input_ids"][0][len(processed.prompt_ids)] == processor.tokenizer.bos_token_id

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.conftest import DEFAULT_TINY, cli
+from tests.conftest import DEFAULT_TINY, TINY, cli
 from vlm_export.errors import VLMExportError
 from vlm_export.manifest import Manifest, sha256_file
 from vlm_export.quantize.apply import quantize_folder
@@ -73,6 +73,24 @@ def test_presets_load_generate_and_record_precision(quantized, preset):
         "Describe the image.", [sample_image(64)], max_new_tokens=6, min_new_tokens=6
     )
     assert len(result.token_ids) == 6
+
+
+@pytest.mark.parametrize("name", sorted(set(TINY) - {DEFAULT_TINY}))
+def test_int4_preset_applies_to_every_family(exported, tmp_path, name):
+    """Recipes follow the manifest's graphs: families with other splits (no vision graph, a Q-Former
+    projector) quantize and generate the same way."""
+    source = exported(name)
+    quantize_folder(source, tmp_path / "int4", PRESETS["int4"])
+    manifest = Manifest.load(tmp_path / "int4")
+    assert manifest.graphs.keys() == Manifest.load(source).graphs.keys()
+    assert manifest.graphs["decoder"].precision == "int4"
+    pipe = VLMPipeline.from_pretrained(tmp_path / "int4")
+    image = sample_image(64)
+    prompt = "Describe the image."
+    result = pipe.generate(prompt, [image], max_new_tokens=6, min_new_tokens=6)
+    assert len(result.token_ids) == 6
+    report = compare_folders(source, tmp_path / "int4", prompts=(prompt,), new_tokens=6)
+    assert all(g.cosine > 0.9 for g in report.graphs), report.graphs
 
 
 def test_fallbacks_are_recorded(quantized):

@@ -71,6 +71,7 @@ class ImageTokens:
     token: str
     token_id: int
     tokens_per_tile: int
+    max_images: int | None = None  # per prompt, where the HF processor takes no more (BLIP-2, Fuyu: 1)
 
 
 @dataclass
@@ -98,6 +99,11 @@ class TextInfo:
     pad_token_id: int | None
     chat_template: str | None
     clean_up_tokenization_spaces: bool = False
+    # How a prompt is assembled when the model has no chat template, as its HF processor does it with
+    # ``text=``: a list of "images" (every image's prompt text, no special tokens), "text" (the prompt with
+    # the tokenizer's special tokens), "text-plain" (without them) and "token:NAME" (one token by name).
+    # BLIP-2: ["images", "text"]; Fuyu: ["images", "token:<s>", "text-plain", "token:<0x04>"].
+    prompt_layout: list[str] | None = None
 
 
 @dataclass

@@ -54,7 +54,7 @@ def _chat_template(files: sources.SourceFiles) -> str | None:
     return template
 
 
-def text_info(files: sources.SourceFiles) -> TextInfo:
+def text_info(files: sources.SourceFiles, prompt_layout: list[str] | None = None) -> TextInfo:
     tok = files.tokenizer
     special = {k: v for k, v in tok.special_tokens_map.items()}
     return TextInfo(
@@ -65,6 +65,7 @@ def text_info(files: sources.SourceFiles) -> TextInfo:
         pad_token_id=tok.pad_token_id,
         chat_template=_chat_template(files),
         clean_up_tokenization_spaces=bool(getattr(tok, "clean_up_tokenization_spaces", False)),
+        prompt_layout=prompt_layout,
     )
 
 
@@ -116,7 +117,7 @@ def convert(
             image=image_tokens,
             preprocessing=family.preprocessing(files.processor),
             decoder=family.decoder_info(),
-            text=text_info(files),
+            text=text_info(files, family.prompt_layout(files.processor)),
             source=SourceInfo(
                 model=model,
                 architecture=(config.architectures or [type(family.model).__name__])[0],

@@ -98,7 +98,7 @@ def compare_generation(family: VLMFamily, folder: Path, max_new_tokens: int = 12
     from vlm_export.runtimes.pipeline import VLMPipeline
 
     pipe = VLMPipeline.from_pretrained(folder, verify=False)
-    raw = not pipe.manifest.text.chat_template
+    raw = not pipe.manifest.text.chat_template and not pipe.manifest.text.prompt_layout
     prompt = VALIDATION_PROMPT
     if raw:
         prompt = f"{pipe.manifest.image.placeholder}{prompt}" if pipe.manifest.image else prompt

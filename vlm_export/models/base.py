@@ -60,6 +60,9 @@ class VLMFamily(ABC):
     architectures: ClassVar[tuple[str, ...]]
     model_types: ClassVar[tuple[str, ...]] = ()
     graph_roles: ClassVar[tuple[str, ...]] = (VISION_ENCODER, PROJECTOR, EMBED_TOKENS, DECODER)
+    # one line each for the README's generated support table
+    features: ClassVar[str] = ""
+    not_supported: ClassVar[str] = ""
 
     def __init__(self, model: torch.nn.Module, source: str) -> None:
         self.model = model.eval()
@@ -101,21 +104,14 @@ class VLMFamily(ABC):
     def standard_graphs(
         self, vision: torch.nn.Module, projector: torch.nn.Module, tile_axis: str = "num_images"
     ) -> list[GraphExport]:
-        """The usual four graphs: ``vision`` and ``projector`` as given, then the shared embedding and
-        KV-cache decoder graphs built from ``self.model``'s input embeddings, language model and lm_head.
+        """The usual four graphs: ``vision`` and ``projector`` as given, then :meth:`text_graphs`.
 
         Families whose split differs (no vision tower, extra inputs) build their list themselves.
         """
-        from vlm_export.export.wrappers import DecoderWithCache, EmbedTokens, decoder_export_inputs
-
         vcfg = self.config.vision_config
-        pixel_values = torch.randn(2, vcfg.num_channels, vcfg.image_size, vcfg.image_size)
+        pixel_values = torch.randn(2, getattr(vcfg, "num_channels", 3), vcfg.image_size, vcfg.image_size)
         with torch.no_grad():
             features = vision(pixel_values)
-        dec = self.decoder_info()
-        dec_inputs, dec_outputs, dec_axes = decoder_export_inputs(
-            dec.hidden_size, dec.num_layers, dec.num_kv_heads, dec.head_dim
-        )
         return [
             GraphExport(
                 role=VISION_ENCODER,
@@ -125,14 +121,32 @@ class VLMFamily(ABC):
                 dynamic_axes={"pixel_values": {0: tile_axis}, "image_features": {0: tile_axis}},
                 summary="pixel_values -> image_features",
             ),
-            GraphExport(
-                role=PROJECTOR,
-                module=projector,
-                inputs={"image_features": features},
-                output_names=["image_embeds"],
-                dynamic_axes={"image_features": {0: tile_axis}, "image_embeds": {0: tile_axis}},
-                summary="image_features -> image_embeds",
-            ),
+            self.projector_graph(projector, features, tile_axis),
+            *self.text_graphs(),
+        ]
+
+    @staticmethod
+    def projector_graph(projector: torch.nn.Module, features: torch.Tensor, axis: str) -> GraphExport:
+        """image_features -> image_embeds, dynamic in the first axis (tiles, or patches)."""
+        return GraphExport(
+            role=PROJECTOR,
+            module=projector,
+            inputs={"image_features": features},
+            output_names=["image_embeds"],
+            dynamic_axes={"image_features": {0: axis}, "image_embeds": {0: axis}},
+            summary="image_features -> image_embeds",
+        )
+
+    def text_graphs(self) -> list[GraphExport]:
+        """The embedding and KV-cache decoder graphs, from ``self.model``'s input embeddings,
+        :attr:`language_model` and :attr:`lm_head`: the same for every family."""
+        from vlm_export.export.wrappers import DecoderWithCache, EmbedTokens, decoder_export_inputs
+
+        dec = self.decoder_info()
+        dec_inputs, dec_outputs, dec_axes = decoder_export_inputs(
+            dec.hidden_size, dec.num_layers, dec.num_kv_heads, dec.head_dim
+        )
+        return [
             GraphExport(
                 role=EMBED_TOKENS,
                 module=EmbedTokens(self.model.get_input_embeddings()),
@@ -146,7 +160,7 @@ class VLMFamily(ABC):
             ),
             GraphExport(
                 role=DECODER,
-                module=DecoderWithCache(self.language_model, self.model.lm_head, dec.num_layers),
+                module=DecoderWithCache(self.language_model, self.lm_head, dec.num_layers),
                 inputs=dec_inputs,
                 output_names=dec_outputs,
                 dynamic_axes=dec_axes,
@@ -159,6 +173,11 @@ class VLMFamily(ABC):
         """The decoder stack without its head (``model.model.language_model`` in most VLMs)."""
         return self.model.model.language_model
 
+    @property
+    def lm_head(self) -> torch.nn.Module:
+        """The vocabulary projection (``model.lm_head`` in most VLMs)."""
+        return self.model.lm_head
+
     # ---- images in the prompt ----------------------------------------------------------------------
     @abstractmethod
     def image_tokens(self, processor: Any) -> ImageTokens:
@@ -167,6 +186,11 @@ class VLMFamily(ABC):
     @abstractmethod
     def preprocessing(self, processor: Any) -> dict[str, Any]:
         """The runtime preprocessor's kind and parameters, read from the HF image processor."""
+
+    def prompt_layout(self, processor: Any) -> list[str] | None:
+        """How the HF processor assembles ``text=`` and images when there is no chat template (see
+        :class:`~vlm_export.manifest.TextInfo`); None means the prompt carries one placeholder per image."""
+        return None
 
     # ---- parity ----------------------------------------------------------------------------------
     @abstractmethod

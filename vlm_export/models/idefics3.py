@@ -56,6 +56,8 @@ class Idefics3VisionTiles(nn.Module):
 class Idefics3Family(VLMFamily):
     name = "idefics3"
     architectures = ("Idefics3ForConditionalGeneration",)
+    features = "chat template; image splitting on/off (tiles + global image); pixel-shuffle connector"
+    not_supported = "non-RGB images are converted before resizing (may differ by resampling rounding)"
     model_types = ("idefics3",)
 
     @classmethod

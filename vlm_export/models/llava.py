@@ -43,6 +43,8 @@ class LlavaFamily(VLMFamily):
     name = "llava"
     architectures = ("LlavaForConditionalGeneration",)
     model_types = ("llava",)
+    features = "chat template; `vision_feature_layer` int or list; strategy default/full; any HF decoder"
+    not_supported = "LLaVA-NeXT any-resolution tiling (a different architecture, refused)"
 
     @classmethod
     def load_model(cls, source: str) -> nn.Module:

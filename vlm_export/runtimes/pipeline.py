@@ -150,17 +150,35 @@ class VLMPipeline:
     def preprocess(self, images: Sequence[ImageInput]) -> list[ProcessedImage]:
         if images and self.preprocessor is None:
             raise PromptError("this model takes no images")
+        limit = self.manifest.image.max_images if self.manifest.image else None
+        if limit is not None and len(images) > limit:
+            raise PromptError(
+                f"this model takes at most {limit} image(s) per prompt, {len(images)} were given",
+                fix="ask about one image at a time",
+            )
         return [self.preprocessor(load_image(image)) for image in images]
 
     def tokenize(self, prompt: str, processed: Sequence[ProcessedImage], raw: bool = False) -> tuple[np.ndarray, str]:
-        """Chat mode (default) puts one placeholder per image before the prompt, as transformers does."""
+        """Chat mode (default) puts one placeholder per image before the prompt, as transformers does.
+
+        Models without a chat template assemble the prompt as their processor does with ``text=``
+        (``prompt_layout``); ``raw`` takes the prompt verbatim, with one placeholder per image.
+        """
+        if not raw and not self.text.info.chat_template and self.text.info.prompt_layout:
+            ids, text = self.text.layout_ids(prompt, [(p.prompt_text, p.prompt_ids) for p in processed])
+            return np.asarray([ids], dtype=np.int64), text
         text = prompt if raw else self.text.render_chat(user_message(prompt, len(processed)))
         expanded = self.text.expand_images(text, [p.prompt_text for p in processed])
         ids = self.text.encode(expanded, chat=not raw)
         return np.asarray([ids], dtype=np.int64), expanded
 
     def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
-        """pixel_values -> image_features, ``vision_batch`` tiles per call"""
+        """pixel_values -> image_features, ``vision_batch`` tiles per call.
+
+        Encoder-free families (Fuyu) export no vision graph: their preprocessor's patches are the features.
+        """
+        if VISION_ENCODER not in self.graphs:
+            return pixel_values
         graph, step = self.graphs[VISION_ENCODER], self.vision_batch
         chunks = [
             graph.run({"pixel_values": pixel_values[i : i + step]})["image_features"]

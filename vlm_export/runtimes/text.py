@@ -102,6 +102,33 @@ class TextProcessor:
             out.extend((image_text, piece))
         return "".join(out)
 
+    def layout_ids(
+        self, prompt: str, images: Sequence[tuple[str, list[int] | None]]
+    ) -> tuple[list[int], str]:
+        """Token ids (and a readable text) for a template-less model, following ``prompt_layout``.
+
+        ``images`` holds each image's prompt text and, where the preprocessor made them, its token ids.
+        """
+        ids: list[int] = []
+        shown: list[str] = []
+        for part in self.info.prompt_layout or ():
+            if part == "images":
+                for text, image_ids in images:
+                    ids += image_ids if image_ids is not None else self.tokenizer.encode(text, add_special_tokens=False).ids
+                    shown.append(text)
+            elif part in ("text", "text-plain"):
+                ids += self.tokenizer.encode(prompt, add_special_tokens=part == "text").ids
+                shown.append(prompt)
+            elif part.startswith("token:"):
+                token_id = self.tokenizer.token_to_id(part[len("token:") :])
+                if token_id is None:
+                    raise PromptError(f"the prompt layout names {part!r}, which the tokenizer does not have")
+                ids.append(token_id)
+                shown.append(part[len("token:") :])
+            else:
+                raise PromptError(f"unknown prompt layout part {part!r}", fix="upgrade vlm-export")
+        return ids, "".join(shown)
+
     def encode(self, text: str, chat: bool) -> list[int]:
         bos = self.info.bos_token
         add_special = not (chat and bos is not None and text.startswith(bos))

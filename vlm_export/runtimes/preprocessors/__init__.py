@@ -1,11 +1,18 @@
-"""Image preprocessors by kind. Importing this package registers the built-in ones."""
+"""Image preprocessors by kind. Importing this package registers every module in it: a new kind is one
+new file here, registered with ``@register_preprocessor``."""
 
-from vlm_export.runtimes.preprocessors import clip, idefics3  # noqa: F401
+import importlib
+import pkgutil
+
 from vlm_export.runtimes.preprocessors.base import (
     ImagePreprocessor,
     ProcessedImage,
     create_preprocessor,
     register_preprocessor,
 )
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name != "base":
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["ImagePreprocessor", "ProcessedImage", "create_preprocessor", "register_preprocessor"]

@@ -21,8 +21,10 @@ from vlm_export.manifest import ImageTokens
 
 @dataclass
 class ProcessedImage:
-    pixel_values: np.ndarray  # (tiles, channels, height, width), float32
+    pixel_values: np.ndarray  # (tiles, channels, height, width), float32; (patches, features) for Fuyu
     prompt_text: str  # what replaces this image's placeholder in the prompt
+    # the same as token ids, where tokenizing prompt_text would not give the processor's ids (Fuyu)
+    prompt_ids: list[int] | None = None
 
 
 class ImagePreprocessor(ABC):
