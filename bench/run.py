@@ -2,9 +2,13 @@
 
     python bench/run.py bench/standard.toml [bench/smolvlm.toml ...]
 
-The checkpoint and its export are cached under .cache/bench/<name>/; the report goes to
+The checkpoint and its exports are cached under .cache/bench/<name>/; the report goes to
 .cache/bench/<name>/report/ (report.json, report.md, chart.png). Set VLM_EXPORT_SHARED to point at
 another copy of the shared configs folder.
+
+[run] keys: threads, image_size, new_tokens, runs, warmup; compare_pytorch (bool); variants (quantize
+presets run on onnxruntime besides fp32); openvino_variants (to-openvino --quant presets, "fp32" for none,
+run on the openvino backend); compare_optimum_intel (bool) and optimum_weights (its --weight-format list).
 """
 
 from __future__ import annotations
@@ -38,10 +42,22 @@ def main(definition: Path) -> int:
     cli = [sys.executable, "-m", "vlm_export"]
     if not (fp32 / "manifest.json").is_file():
         subprocess.run([*cli, "convert", str(checkpoint), str(fp32), "--overwrite"], check=True)
+    folders = [str(fp32)]
+    for preset in run.get("variants", []):
+        folder = work / preset
+        if not (folder / "manifest.json").is_file():
+            subprocess.run([*cli, "quantize", str(fp32), str(folder), "--quant", preset, "--overwrite"], check=True)
+        folders.append(str(folder))
+    for preset in run.get("openvino_variants", []):
+        folder = work / f"openvino-{preset}"
+        if not (folder / "manifest.json").is_file():
+            quant = [] if preset == "fp32" else ["--quant", preset]
+            subprocess.run([*cli, "to-openvino", str(fp32), str(folder), *quant, "--overwrite"], check=True)
+        folders.append(f"{folder}@openvino")
     command = [
         *cli,
         "bench",
-        str(fp32),
+        *folders,
         "--threads",
         str(run["threads"]),
         "--image-size",
@@ -57,6 +73,8 @@ def main(definition: Path) -> int:
     ]
     if run.get("compare_pytorch"):
         command += ["--compare-pytorch", str(checkpoint)]
+    if run.get("compare_optimum_intel"):
+        command += ["--compare-optimum-intel", str(checkpoint), "--optimum-weights", ",".join(run["optimum_weights"])]
     return subprocess.run(command).returncode
 
 

@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 from tests.conftest import DEFAULT_TINY, cli
-from vlm_export.report.bench import SCHEMA_VERSION, STAGES, BenchSettings, build_prompt, run_bench, summarize
+from vlm_export.report.bench import (
+    SCHEMA_VERSION,
+    STAGES,
+    BenchSettings,
+    attach_ratios,
+    build_prompt,
+    run_bench,
+    summarize,
+)
 from vlm_export.report.render import markdown
 
 # A request's stages are disjoint parts of its end-to-end time; what they leave out ("other") is loop
@@ -48,7 +56,7 @@ def report(exported, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     settings = BenchSettings(threads=1, image_size=(96, 64), new_tokens=6, runs=2, warmup=1)
     folder = exported(DEFAULT_TINY)
-    return run_bench([folder, folder], settings, out), out
+    return run_bench([folder, f"{folder}@openvino"], settings, out), out
 
 
 def test_report_schema_and_files(report):
@@ -70,6 +78,30 @@ def test_report_schema_and_files(report):
         assert config["roofline"]["fraction"] > 0
         assert len(config["runs_raw"]) == 2
     assert data["configurations"][0]["ratios"]["decode_speedup"] == pytest.approx(1.0)
+    assert [c["backend"]["backend"] for c in data["configurations"]] == ["onnxruntime", "openvino"]
+
+
+def test_peer_ratios_pair_configurations_by_decoder_precision():
+    def config(name, kind, ttft, tok_s, rss, **extra):
+        metrics = {"ttft": {"median": ttft}, "decode_tokens_per_s": {"median": tok_s}}
+        return {"name": name, "kind": kind, "metrics": metrics, "peak_rss_mb": rss, **extra}
+
+    configs = [
+        config("torch", "pytorch", 2.0, 10.0, 1000),
+        config("peer fp32", "optimum-intel", 1.0, 40.0, 2000, backend={"weights": "fp32"}),
+        config("peer int8", "optimum-intel", 0.8, 60.0, 1200, backend={"weights": "int8"}),
+        config("ours fp32", "vlm-export", 0.5, 60.0, 1000, decoder_precision="fp32"),
+        config("ours int8", "vlm-export", 0.4, 120.0, 600, decoder_precision="int8"),
+        config("ours int4", "vlm-export", 0.4, 150.0, 500, decoder_precision="int4+int8"),
+        {"name": "broken", "kind": "vlm-export", "error": "boom"},
+    ]
+    assert attach_ratios(configs) == "torch"
+    assert configs[3]["ratios_vs_peer"]["peer"] == "peer fp32"
+    assert configs[3]["ratios_vs_peer"]["decode_speedup"] == pytest.approx(1.5)
+    assert configs[4]["ratios_vs_peer"]["ttft_speedup"] == pytest.approx(2.0)
+    assert configs[4]["ratios_vs_peer"]["peak_rss_ratio"] == pytest.approx(0.5)
+    assert "ratios_vs_peer" not in configs[5]  # no int4 peer in this run
+    assert configs[4]["ratios"]["decode_speedup"] == pytest.approx(12.0)
 
 
 def test_stages_sum_to_end_to_end(report):

@@ -3,6 +3,10 @@
     convert   checkpoint -> exported folder (ONNX graphs + manifest), with a parity gate
     run       exported folder + images + prompt -> text (streamed), or one JSON object
     inspect   what an exported folder holds
+    quantize  an fp32 export -> a quantized one, with an accuracy report or an automatic recipe search
+    bench     per-stage latency, tokens/s and memory reports
+    eval      accuracy of an export of the shipped model on held-out questions
+    demo      the shipped model, converted and asked three questions
 
 Errors the user can act on print one line with the fix and exit non-zero; torch is imported only by
 ``convert``.
@@ -40,6 +44,7 @@ QuantOpt = typer.Option(
     help="Precision per graph: a preset (fp32, fp16, int8, int4, int4-all) or e.g. "
     "decoder=int4:block=32,vision=int8,projector=fp32,embed=int4.",
 )
+BackendOpt = Annotated[str, typer.Option("--backend", help="Runtime backend: onnxruntime or openvino.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: all cores).")]
 
 
@@ -70,6 +75,14 @@ def convert(
         int, typer.Option("--opset", min=18, max=23, help="ONNX opset: 23 is fastest; 18 for older runtimes.")
     ] = 23,
     quant: Annotated[str | None, QuantOpt] = None,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="onnxruntime (default), or openvino: also write OpenVINO IR; --quant then compresses the IR "
+            "with NNCF and the ONNX graphs stay fp32.",
+        ),
+    ] = "onnxruntime",
     as_json: JsonOpt = False,
 ) -> None:
     """Export a Hugging Face VLM to ONNX graphs (vision, projector, embeddings, KV-cache decoder).
@@ -92,10 +105,23 @@ def convert(
 
             from vlm_export.export.convert import convert as run_convert
 
+            if target not in ("onnxruntime", "openvino"):
+                raise VLMExportError(f"unknown --target {target!r}", fix="use onnxruntime or openvino")
             spec = _parse_quant(quant) if quant else None
+            onnx_spec = spec if target == "onnxruntime" else None
             result = run_convert(
-                model, output, overwrite=overwrite, validate=not no_validate, opset=opset, progress=step, quant=spec
+                model,
+                output,
+                overwrite=overwrite,
+                validate=not no_validate,
+                opset=opset,
+                progress=step,
+                quant=onnx_spec,
             )
+            if target == "openvino":
+                from vlm_export.export.openvino_ir import to_openvino
+
+                result.manifest = to_openvino(result.folder, quant=spec, progress=step)
     except VLMExportError as error:
         report = getattr(error, "report", None)
         if report is not None:
@@ -141,8 +167,11 @@ def run(
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop at this text; repeatable.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="Runtime backend.")] = "onnxruntime",
+    backend: Annotated[
+        str, typer.Option("--backend", help="Runtime backend: onnxruntime or openvino.")
+    ] = "onnxruntime",
     threads: ThreadsOpt = None,
+    device: Annotated[str, typer.Option("--device", help="OpenVINO device: CPU, GPU, NPU.")] = "CPU",
     as_json: JsonOpt = False,
 ) -> None:
     """Generate text for a prompt and images with an exported folder (no torch needed).
@@ -163,7 +192,7 @@ def run(
         seed=seed,
     )
     try:
-        pipe = VLMPipeline.from_pretrained(folder, backend=backend, threads=threads)
+        pipe = VLMPipeline.from_pretrained(folder, backend=backend, threads=threads, device=device)
         if as_json:
             result = pipe.generate(prompt, images, **options)
             print(json.dumps(asdict(result), ensure_ascii=False))
@@ -198,7 +227,12 @@ def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
         table.add_column(col, overflow="fold")
     for g in info["graphs"]:
         table.add_row(
-            g["role"], f"{g['mb']:.2f}", g["precision"], str(g["opset"]), _tensors(g["inputs"]), _tensors(g["outputs"])
+            g["role"],
+            f"{g['mb']:.2f}",
+            g["precision"] + (f" (OpenVINO IR: {g['openvino']['precision']})" if g.get("openvino") else ""),
+            str(g["opset"]),
+            _tensors(g["inputs"]),
+            _tensors(g["outputs"]),
         )
     out.print(table)
     if info.get("image"):
@@ -212,6 +246,46 @@ def inspect(folder: FolderArg, as_json: JsonOpt = False) -> None:
     )
 
 
+@app.command("to-openvino")
+def to_openvino_cmd(
+    source: Annotated[Path, typer.Argument(metavar="IN", help="An exported folder (fp32 for --quant).")],
+    output: Annotated[
+        Path | None, typer.Argument(metavar="[OUT]", help="Write a copy here instead of adding the IR to IN.")
+    ] = None,
+    quant: Annotated[
+        str | None,
+        typer.Option(
+            "--quant",
+            help="NNCF weight compression per graph, same syntax as quantize: int8 = INT8_ASYM, "
+            "int4[:block=N][:asym] = INT4 with group size N, fp16 = fp16 weights.",
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists and is not empty.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add OpenVINO IR (optionally NNCF-compressed) for every graph; `--backend openvino` then uses it.
+
+    Example: vlm-export to-openvino ./llava-onnx --quant decoder=int4:block=64,vision=int8
+    """
+    from vlm_export.export.openvino_ir import to_openvino
+
+    def step(message: str) -> None:
+        err.print(f"[dim]·[/] {message}", highlight=False)
+
+    try:
+        spec = _parse_quant(quant) if quant else None
+        manifest = to_openvino(source, output, spec, overwrite=overwrite, progress=step)
+    except VLMExportError as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps({role: g.openvino for role, g in manifest.graphs.items()}, indent=2))
+        return
+    for role, graph in manifest.graphs.items():
+        ir = graph.openvino or {}
+        out.print(f"{role}: {ir.get('file')} ({ir.get('precision')}, {ir.get('compression') or 'no compression'})")
+    out.print(f"[green]wrote[/] {output or source}")
+
+
 @app.command()
 def quantize(
     source: Annotated[Path, typer.Argument(metavar="IN", help="An fp32 exported folder.")],
@@ -222,7 +296,11 @@ def quantize(
     ] = False,
     max_accuracy_drop: Annotated[
         float,
-        typer.Option("--max-accuracy-drop", min=0, help="Budget for --auto, in points of greedy tokens that differ."),
+        typer.Option(
+            "--max-accuracy-drop",
+            min=0,
+            help="Budget for --auto in points: task accuracy for the shipped model, else greedy tokens that differ.",
+        ),
     ] = 1.0,
     target_cpu: Annotated[
         str | None,
@@ -232,7 +310,11 @@ def quantize(
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists and is not empty.")] = False,
     report: Annotated[
-        bool, typer.Option("--report", help="Compare with IN: sizes, cosine per graph, greedy agreement.")
+        bool,
+        typer.Option(
+            "--report",
+            help="Compare with IN: sizes, cosine per graph, greedy agreement (and task accuracy for tiny-shapes).",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -286,7 +368,8 @@ def quantize(
 
 
 def _print_auto(result, budget: float) -> None:
-    table = Table(title=f"--auto: smallest preset within {budget:g} points of greedy-token drop")
+    metric = result.trials[-1].metric if result.trials else "greedy tokens"
+    table = Table(title=f"--auto: smallest preset within {budget:g} points of {metric} drop")
     for col in ("preset", "MB", "drop (points)", "within budget"):
         table.add_column(col)
     for trial in result.trials:
@@ -307,11 +390,20 @@ def _print_quant_report(report: dict) -> None:
         f"greedy tokens equal to fp32: {report['token_agreement']:.0%} of positions, "
         f"{report['exact_generations']}/{report['generations']} generations identical ({report['new_tokens']} tokens)"
     )
+    task = report.get("task")
+    if task:
+        out.print(
+            f"task accuracy ({task['n']} held-out questions): fp32 {task['fp32']:.1f}%, "
+            f"quantized {task['quantized']:.1f}% (drop {report['accuracy_drop']:.1f} points)"
+        )
 
 
 @app.command()
 def bench(
-    folders: Annotated[list[Path], typer.Argument(metavar="OUT...", help="Exported folders to compare.")],
+    folders: Annotated[
+        list[Path],
+        typer.Argument(metavar="OUT...", help="Exported folders to compare; FOLDER@openvino runs one on that backend."),
+    ],
     backend: Annotated[
         list[str] | None, typer.Option("--backend", "-b", help="Backend(s); each folder runs on each.")
     ] = None,
@@ -329,6 +421,16 @@ def bench(
         str | None,
         typer.Option("--compare-pytorch", help="Also run this checkpoint in transformers (needs torch); baseline."),
     ] = None,
+    compare_optimum_intel: Annotated[
+        str | None,
+        typer.Option(
+            "--compare-optimum-intel",
+            help="Also export this checkpoint with optimum-cli (OpenVINO) and run it: the 'x peer' ratios.",
+        ),
+    ] = None,
+    optimum_weights: Annotated[
+        str, typer.Option("--optimum-weights", help="Peer weight formats, comma-separated: fp32, int8, int4.")
+    ] = "fp32,int8",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md, chart.png.")] = Path(
         "vlm-export-bench"
     ),
@@ -356,6 +458,8 @@ def bench(
         warmup=warmup,
         backends=list(backend or ["onnxruntime"]),
         compare_pytorch=compare_pytorch,
+        compare_optimum_intel=compare_optimum_intel,
+        optimum_weights=[w.strip() for w in optimum_weights.split(",") if w.strip()],
     )
     try:
         report = run_bench(folders, settings, out_dir, progress=lambda m: err.print(f"[dim]·[/] {m}"))
@@ -377,50 +481,142 @@ def bench(
 
 @app.command()
 def demo(
-    cache: Annotated[Path, typer.Option("--cache", help="Where the model and its export are kept.")] = Path(
+    cache: Annotated[Path, typer.Option("--cache", help="Where the export of the shipped model is kept.")] = Path(
         ".cache/vlm-export-demo"
     ),
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 24,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 8,
 ) -> None:
-    """Convert the default model (once, cached) and answer two questions about a generated image.
+    """Convert the shipped model (once, cached) and ask it three questions about a held-out picture.
 
     Example: vlm-export demo
     """
     from vlm_export.demo import run_demo
 
     out.print(
-        "[bold]vlm-export demo[/]: tiny random-weight LLaVA (CLIP + Llama with GQA). "
-        "Its words are noise; every stage runs for real."
+        "[bold]vlm-export demo[/]: tiny-shapes, a LLaVA (CLIP + MLP + Llama) trained on synthetic shapes, "
+        "shipped with the package."
     )
 
-    def on_prompt(prompt: str) -> None:
-        out.print(f"\n[bold]Q:[/] {prompt}\n[bold]A:[/] ", end="")
+    def on_question(question: str) -> None:
+        out.print(f"\n[bold]Q:[/] {question}\n[bold]A:[/] ", end="")
 
     def step(message: str) -> None:
         err.print(f"[dim]·[/] {message}", highlight=False)
 
     try:
-        result = run_demo(cache, max_new_tokens, on_prompt=on_prompt, on_piece=_write, progress=step)
+        result = run_demo(cache, max_new_tokens, on_question=on_question, on_piece=_write, progress=step)
     except VLMExportError as error:
         _fail(error)
-    out.print("\n")
+    out.print(f"\n\nPicture: {result.image}")
     if result.validation:
         _print_validation(result.validation, out)
-    table = Table(title=f"Timings in seconds ({result.folder})")
-    for col in ("prompt", "prompt tokens", "new tokens", "vision", "prefill", "TTFT", "decode tok/s"):
+    table = Table(title=f"Answers and timings in milliseconds ({result.folder})")
+    for col in ("question", "answer", "truth", "", "vision", "projector", "prefill", "TTFT", "decode tok/s"):
         table.add_column(col)
-    for prompt, answer in result.answers:
-        t = answer.timings
+    for answer in result.answers:
+        t = answer.result.timings
         table.add_row(
-            prompt,
-            str(answer.prompt_tokens),
-            str(len(answer.token_ids)),
-            f"{t.get('vision_encoder', 0):.4f}",
-            f"{t.get('prefill', 0):.4f}",
-            f"{t.get('ttft', 0):.4f}",
+            answer.question,
+            answer.result.text,
+            answer.truth,
+            "[green]✓[/]" if answer.correct else "[red]✗[/]",
+            f"{1000 * t.get('vision_encoder', 0):.2f}",
+            f"{1000 * t.get('projector', 0):.2f}",
+            f"{1000 * t.get('prefill', 0):.2f}",
+            f"{1000 * t.get('ttft', 0):.2f}",
             f"{t.get('decode_tokens_per_s', 0):.0f}",
         )
     out.print(table)
+
+
+@app.command("eval")
+def eval_(
+    folder: FolderArg,
+    n: Annotated[int, typer.Option("--n", min=1, help="Test-split samples to score.")] = 500,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Runtime backend: onnxruntime or openvino.")
+    ] = "onnxruntime",
+    threads: ThreadsOpt = None,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Also score this PyTorch checkpoint (folder or tiny-shapes) and compare."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Exact-answer accuracy of an export of the shipped model on the held-out shapes questions.
+
+    Example: vlm-export eval ./tiny-shapes-int8 --reference tiny-shapes
+    """
+    from rich.progress import Progress
+
+    from vlm_export.shapes.evaluate import evaluate
+
+    try:
+        with Progress(console=err, transient=True, disable=as_json) as bar:
+            task_id = bar.add_task("answering", total=n)
+            report = evaluate(
+                folder, n, backend, threads, reference, progress=lambda done, _: bar.update(task_id, completed=done)
+            )
+    except VLMExportError as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps(report.to_json()))
+        return
+    table = Table(title=f"Exact-answer accuracy, % ({report.n} test samples, {report.backend})")
+    table.add_column("question type")
+    table.add_column("export", justify="right")
+    if report.reference:
+        table.add_column("PyTorch", justify="right")
+    for kind, score in report.exported.per_type.items():
+        row = [kind, f"{score:.1f}"]
+        if report.reference:
+            row.append(f"{report.reference.per_type.get(kind, 0):.1f}")
+        table.add_row(*row)
+    total = ["[bold]all[/]", f"[bold]{report.exported.accuracy:.1f}[/]"]
+    if report.reference:
+        total.append(f"[bold]{report.reference.accuracy:.1f}[/]")
+    table.add_row(*total)
+    out.print(table)
+    if report.reference:
+        out.print(f"Same answer as PyTorch on {report.agreement:.1f}% of the samples.")
+    out.print(f"[dim]{report.seconds:.1f} s ({1000 * report.seconds / report.n:.1f} ms per question)[/]")
+
+
+@app.command("train-tiny")
+def train_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the checkpoint (Hugging Face format).")],
+    minutes: Annotated[float, typer.Option("--minutes", help="Safety cap on wall time.")] = 60.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Length of the schedule.")] = 8_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=1)] = 2,
+) -> None:
+    """Train the shipped model (tiny-shapes) on the synthetic shapes task from a seed, on CPU.
+
+    Example: vlm-export train-tiny vlm_export/shapes/tiny-shapes --seed 0
+    """
+    from vlm_export.shapes.card import write_card
+    from vlm_export.shapes.train import TrainConfig, train
+
+    config = TrainConfig(seed=seed, minutes=minutes, max_steps=max_steps, threads=threads)
+
+    def log(record: dict) -> None:
+        if record.get("stage") == "vision":
+            err.print(f"vision step {record['step']:>5}  patch-tagging loss {record['loss']:.4f}", highlight=False)
+            return
+        types = " ".join(f"{k} {v:.1f}" for k, v in record["per_type"].items())
+        err.print(
+            f"step {record['step']:>6} {record['seconds']:>7.0f} s  loss {record['loss']:.4f}  "
+            f"validation {record['accuracy']:.1f}%  ({types})",
+            highlight=False,
+        )
+
+    _, _, result = train(config, out_dir, log=log)
+    err.print("[dim]·[/] scoring the checkpoint for its model card")
+    write_card(out_dir)
+    out.print(
+        f"Saved to {out_dir}: best validation accuracy {result.validation_accuracy:.1f}% "
+        f"at step {result.best_step} ({result.seconds / 60:.1f} min)"
+    )
 
 
 def _write(text: str) -> None:

@@ -1,20 +1,30 @@
-"""``vlm-export demo``: the whole path on the project's default model, offline.
+"""``vlm-export demo``: the whole path on the shipped model, offline.
 
-Until a trained default model ships, the default is the tiny random-weight LLaVA that the tests use:
-its words are noise, but every stage (convert with the parity gate, preprocessing, chat template,
-vision -> projector -> merge -> prefill -> cached decode, streaming) runs for real.
+Converts ``tiny-shapes`` (once; the export is cached under a name that changes with the checkpoint),
+draws a held-out picture, asks three questions through the torch-free runtime and returns each answer
+beside the ground truth, with the runtime's per-stage timings.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlm_export.errors import VLMExportError
-from vlm_export.sample_images import sample_image
+from vlm_export.shapes import DEFAULT_MODEL, shipped_model, task
 
-DEMO_PROMPTS = ("Describe the image.", "What colour is the largest circle?")
+
+@dataclass
+class DemoAnswer:
+    question: str
+    truth: str
+    result: object  # GenerationResult
+
+    @property
+    def correct(self) -> bool:
+        return task.normalise_answer(self.result.text) == self.truth
 
 
 @dataclass
@@ -22,50 +32,61 @@ class DemoRun:
     folder: Path
     image: Path
     validation: dict | None = None
-    answers: list[tuple[str, object]] = field(default_factory=list)  # (prompt, GenerationResult)
+    answers: list[DemoAnswer] = field(default_factory=list)
 
 
-def default_model(cache: Path) -> tuple[str, Path]:
-    """Build (once) the default tiny checkpoint; returns its name and folder."""
-    try:
-        from vlm_export.models import families
-    except ImportError as exc:
-        raise VLMExportError(
-            "the demo builds its model with torch", fix='install the export extra: pip install "vlm-export[export]"'
-        ) from exc
-    for family in families().values():
-        for tiny in family.tiny_checkpoints():
-            if "default" in tiny.tags:
-                folder = cache / "checkpoints" / tiny.name
-                if not (folder / "config.json").is_file():
-                    tiny.build(folder, 0)
-                return tiny.name, folder
-    raise VLMExportError("no default model is registered")
+def demo_sample() -> tuple[task.Sample, list[tuple[str, str]]]:
+    """The first three-shape picture of the test split, and three questions about it with their answers."""
+    sample = next(s for s in task.samples("test", 100) if len(s.shapes) == 3)
+    first, second = sample.shapes[0], sample.shapes[1]
+    questions = [
+        (f"what colour is the {first.kind}?", first.colour),
+        (f"where is the {second.kind}?", second.position),
+        ("how many shapes are there?", task.NUMBERS[len(sample.shapes)]),
+    ]
+    return sample, questions
+
+
+def _export_folder(cache: Path, checkpoint: Path) -> Path:
+    digest = hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()[:12]
+    return cache / "exports" / f"{DEFAULT_MODEL}-{digest}"
 
 
 def run_demo(
     cache: Path,
-    max_new_tokens: int = 24,
-    on_prompt: Callable[[str], None] | None = None,
+    max_new_tokens: int = 8,
+    on_question: Callable[[str], None] | None = None,
     on_piece: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DemoRun:
-    """Convert the default model into ``cache`` once, then stream answers to the demo prompts."""
+    """Convert the shipped model into ``cache`` once, then stream its answers to the demo questions."""
     from vlm_export.runtimes.pipeline import VLMPipeline
 
+    checkpoint = shipped_model(DEFAULT_MODEL)
+    if checkpoint is None:
+        raise VLMExportError(
+            f"the shipped model {DEFAULT_MODEL} is missing from this installation",
+            fix="reinstall vlm-export, or rebuild it with: make train-tiny",
+        )
     cache.mkdir(parents=True, exist_ok=True)
-    name, checkpoint = default_model(cache)
-    folder = cache / "exports" / name
+    folder = _export_folder(cache, checkpoint)
     if not (folder / "manifest.json").is_file():
-        from vlm_export.export.convert import convert
-
+        try:
+            from vlm_export.export.convert import convert
+        except ImportError as exc:
+            raise VLMExportError(
+                "the demo's first run converts the model with torch",
+                fix='install the export extra: pip install "vlm-export[export]"',
+            ) from exc
         convert(str(checkpoint), folder, overwrite=True, progress=progress)
+    sample, questions = demo_sample()
     image = cache / "demo.png"
-    sample_image(256).save(image)
+    sample.image().save(image)
     pipe = VLMPipeline.from_pretrained(folder)
     run = DemoRun(folder=folder, image=image, validation=pipe.manifest.validation)
-    for prompt in DEMO_PROMPTS:
-        if on_prompt:
-            on_prompt(prompt)
-        run.answers.append((prompt, pipe.generate(prompt, [image], max_new_tokens, on_text=on_piece)))
+    for question, truth in questions:
+        if on_question:
+            on_question(question)
+        result = pipe.generate(question, [image], max_new_tokens, on_text=on_piece)
+        run.answers.append(DemoAnswer(question, truth, result))
     return run

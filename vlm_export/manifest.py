@@ -51,10 +51,18 @@ class GraphInfo:
     opset: int | None = None
     summary: str = ""
     quantization: dict[str, Any] | None = None  # recipe asked for and what each op type got
+    # the OpenVINO IR of this graph, when `vlm-export to-openvino` made one:
+    # {"file": "openvino/decoder.xml", "sha256": {file: hash}, "precision": ..., "compression": {...}}
+    openvino: dict[str, Any] | None = None
 
     @property
     def files(self) -> list[str]:
         return list(self.sha256)
+
+    @property
+    def all_files(self) -> dict[str, str]:
+        """Every file of this graph with its hash: ONNX, external data, and the OpenVINO IR if any."""
+        return {**self.sha256, **((self.openvino or {}).get("sha256") or {})}
 
 
 @dataclass
@@ -134,7 +142,9 @@ class Manifest:
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_NAME
-        path.write_text(self.to_json(), encoding="utf-8")
+        tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        tmp.replace(path)  # atomic: a reader sees the old manifest or the new one, never half of one
         return path
 
     @classmethod
@@ -197,7 +207,7 @@ class Manifest:
         """
         folder = Path(folder)
         for role, graph in self.graphs.items():
-            for name, expected in graph.sha256.items():
+            for name, expected in graph.all_files.items():
                 path = folder / name
                 if not path.is_file():
                     raise ManifestError(

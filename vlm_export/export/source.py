@@ -13,8 +13,13 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def resolve(model: str) -> str:
-    """A local folder's absolute path, or the hub id unchanged."""
+    """A local folder's absolute path, a shipped model's folder (``tiny-shapes``), or the hub id unchanged."""
+    from vlm_export.shapes import shipped_model
+
     path = Path(model).expanduser()
+    shipped = shipped_model(model)
+    if shipped is not None and not path.exists():
+        return str(shipped)
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"{model} is a file, not a model folder", fix="pass the checkpoint's folder")

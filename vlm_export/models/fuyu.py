@@ -66,7 +66,11 @@ class FuyuFamily(VLMFamily):
     def image_tokens(self, processor: Any) -> ImageTokens:
         # tokens_per_tile: each patch is one token (rows add one newline token each)
         return ImageTokens(
-            placeholder=IMAGE_TOKEN, token=IMAGE_TOKEN, token_id=processor.image_token_id, tokens_per_tile=1, max_images=1
+            placeholder=IMAGE_TOKEN,
+            token=IMAGE_TOKEN,
+            token_id=processor.image_token_id,
+            tokens_per_tile=1,
+            max_images=1,
         )
 
     def preprocessing(self, processor: Any) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Presets are tried from the smallest upward; each is written to a scratch folder, compared with the
 fp32 source (:func:`~vlm_export.quantize.report.compare_folders`) and kept if its accuracy drop is within
-``max_drop``. The drop is measured, in percentage points, as the share of greedy tokens that differ from
-fp32 over the report's prompts: a task-accuracy metric takes its place once a trained model ships.
+``max_drop`` percentage points. For an export of the shipped model the drop is task accuracy (fp32 minus
+quantized exact-answer accuracy on held-out questions, as ``vlm-export eval`` measures it); for any other
+model, which has no task to score, it is the share of greedy tokens that differ from fp32 over the
+report's prompts.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ AUTO_ORDER = ("int4-all", "int4", "int8", "fp16", "fp32")
 class Trial:
     preset: str
     mb: float
-    drop: float  # percentage points of greedy tokens that differ from fp32
+    drop: float  # percentage points: task accuracy lost, or greedy tokens that differ from fp32
     within_budget: bool
+    metric: str = "greedy tokens"  # or "task accuracy"
 
 
 @dataclass
@@ -60,8 +63,11 @@ def auto_quantize(
             else:
                 quantize_folder(source, candidate, spec)
                 report = compare_folders(source, candidate)
-                drop = 100.0 * (1.0 - report.token_agreement)
-                trial = Trial(preset, report.total_mb, drop, drop <= max_drop)
+                if report.task is not None:
+                    drop, metric = report.task.drop, "task accuracy"
+                else:
+                    drop, metric = 100.0 * (1.0 - report.token_agreement), "greedy tokens"
+                trial = Trial(preset, report.total_mb, drop, drop <= max_drop, metric)
             result.trials.append(trial)
             if trial.within_budget:
                 result.chosen = preset

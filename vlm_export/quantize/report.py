@@ -2,7 +2,9 @@
 
 Per graph, the quantized graph and its fp32 original get the *same* fp32 inputs (captured from the fp32
 pipeline on sample prompts), so each cosine isolates that graph's error. Generation agreement then shows
-what the errors add up to. Runs on the runtime alone (no torch).
+what the errors add up to. For exports of the shipped model (``tiny-shapes``) the report adds what
+matters most: exact-answer accuracy on the held-out task, fp32 and quantized, as ``vlm-export eval``
+measures it. Runs on the runtime alone (no torch).
 """
 
 from __future__ import annotations
@@ -33,8 +35,24 @@ class GraphComparison:
 
 
 @dataclass
+class TaskAccuracy:
+    """``vlm-export eval`` on both folders: exact-answer accuracy in percent on ``n`` test questions."""
+
+    n: int
+    fp32: float
+    quantized: float
+    fp32_per_type: dict[str, float]
+    quantized_per_type: dict[str, float]
+
+    @property
+    def drop(self) -> float:
+        return round(self.fp32 - self.quantized, 2)
+
+
+@dataclass
 class QuantReport:
     graphs: list[GraphComparison] = field(default_factory=list)
+    task: TaskAccuracy | None = None
     token_agreement: float = 0.0  # share of generated positions equal to fp32's
     exact_generations: int = 0
     generations: int = 0
@@ -54,6 +72,7 @@ class QuantReport:
             "total_mb": self.total_mb,
             "fp32_mb": self.fp32_mb,
             "size_ratio": self.total_mb / self.fp32_mb if self.fp32_mb else None,
+            "accuracy_drop": self.task.drop if self.task else None,
         }
 
 
@@ -85,7 +104,9 @@ def _graph_inputs(pipe, prompt: str, image) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
-def compare_folders(fp32_folder: Path, quantized_folder: Path, prompts=PROMPTS, new_tokens: int = 16) -> QuantReport:
+def compare_folders(
+    fp32_folder: Path, quantized_folder: Path, prompts=PROMPTS, new_tokens: int = 16, task_samples: int = 500
+) -> QuantReport:
     from vlm_export.runtimes.pipeline import VLMPipeline
 
     ref = VLMPipeline.from_pretrained(fp32_folder)
@@ -117,7 +138,18 @@ def compare_folders(fp32_folder: Path, quantized_folder: Path, prompts=PROMPTS, 
         agree.append(np.mean(np.equal(a, b)))
         report.exact_generations += a == b
     report.token_agreement = float(np.mean(agree))
+    report.task = task_accuracy(fp32_folder, quantized_folder, task_samples)
     return report
+
+
+def task_accuracy(fp32_folder: Path, quantized_folder: Path, n: int) -> TaskAccuracy | None:
+    """Both folders scored on the shapes task, when they are exports of a model trained on it."""
+    from vlm_export.shapes.evaluate import evaluate, trained_on_task
+
+    if n <= 0 or not trained_on_task(Path(fp32_folder)):
+        return None
+    ref, quant = evaluate(fp32_folder, n).exported, evaluate(quantized_folder, n).exported
+    return TaskAccuracy(n, ref.accuracy, quant.accuracy, ref.per_type, quant.per_type)
 
 
 def _mb(folder: Path, files: list[str]) -> float:

@@ -1,9 +1,11 @@
 """``vlm-export bench``: time every stage of several configurations in one run and compare them.
 
-Each configuration (an exported folder on a backend, or PyTorch eager) runs in a fresh subprocess
-(:mod:`vlm_export.report.worker`) so that its peak memory is its own; all of them see the same image and
-prompt. The report (schema :data:`SCHEMA_VERSION`) holds medians and p90s per stage, the environment,
-a memory-bandwidth probe and ratios against a baseline: PyTorch when it is compared, else the first one.
+Each configuration (an exported folder on a backend, PyTorch eager, or the optimum-intel peer) runs in a
+fresh subprocess (:mod:`vlm_export.report.worker`) so that its peak memory is its own; all of them see
+the same image and prompt. The report (schema :data:`SCHEMA_VERSION`) holds medians and p90s per stage,
+the environment, a memory-bandwidth probe and ratios against a baseline (PyTorch when it is compared,
+else the first configuration) and, when optimum-intel runs, against its configuration of the same
+weight precision (``ratios_vs_peer``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,45 @@ class BenchSettings:
     warmup: int = 1
     backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
     compare_pytorch: str | None = None
+    compare_optimum_intel: str | None = None  # checkpoint to export with optimum-cli and run as the peer
+    optimum_weights: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+
+
+def optimum_intel_export(checkpoint: str, weights: str, cache: Path, progress: Callable[[str], None]) -> Path:
+    """``optimum-cli export openvino --task image-text-to-text --weight-format W`` once, cached."""
+    import shutil
+    import time
+
+    out = cache / f"optimum-intel-{weights}"
+    if (out / "openvino_language_model.xml").is_file():
+        return out
+    cli = shutil.which("optimum-cli", path=str(Path(sys.executable).parent)) or shutil.which("optimum-cli")
+    if cli is None:
+        raise VLMExportError("optimum-intel is not installed", fix='pip install "vlm-export[peers]"')
+    progress(f"exporting the peer with optimum-intel ({weights})")
+    tmp = cache / f".optimum-intel-{weights}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [cli, "export", "openvino", "--model", checkpoint, "--task", "image-text-to-text", "--weight-format", weights,
+         str(tmp)],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise VLMExportError(f"optimum-cli export failed: {lines[-1] if lines else proc.returncode}")
+    (tmp / "vlm_export_bench.json").write_text(json.dumps({"export_s": time.perf_counter() - started}))
+    tmp.rename(out)
+    return out
+
+
+def precision_class(config: dict[str, Any]) -> str:
+    """The decoder's weight precision, the axis peers are compared on (fp32, fp16, int8, int4)."""
+    if config["kind"] == "optimum-intel":
+        return config["backend"]["weights"]
+    decoder = config.get("decoder_precision", "fp32")
+    return "int4" if decoder.startswith("int4") else decoder
 
 
 def build_prompt(tokenizer_file: Path, prompt_tokens: int | None) -> str:
@@ -132,6 +173,22 @@ def _ratios(config: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float
     return out
 
 
+def attach_ratios(configurations: list[dict[str, Any]]) -> str | None:
+    """Ratios against the first working configuration (the baseline, whose name is returned) and, for
+    our configurations, against the optimum-intel one with the same decoder weight precision."""
+    ok = [c for c in configurations if "error" not in c]
+    if not ok:
+        return None
+    for config in ok:
+        config["ratios"] = _ratios(config, ok[0])
+    peers = {precision_class(c): c for c in ok if c["kind"] == "optimum-intel"}
+    for config in ok:
+        peer = peers.get(precision_class(config)) if config["kind"] == "vlm-export" else None
+        if peer is not None:
+            config["ratios_vs_peer"] = {"peer": peer["name"], **_ratios(config, peer)}
+    return ok[0]["name"]
+
+
 def run_bench(
     folders: list[Path],
     settings: BenchSettings,
@@ -147,6 +204,18 @@ def run_bench(
     step = progress or (lambda _m: None)
     if not folders:
         raise VLMExportError("bench needs at least one exported folder")
+    # FOLDER@BACKEND runs a folder on that backend only (an OpenVINO IR folder on openvino, say)
+    folder_backends = []
+    parsed = []
+    for folder in folders:
+        path, at, backend = str(folder).rpartition("@")
+        if at and backend in ("onnxruntime", "openvino"):
+            parsed.append(Path(path))
+            folder_backends.append([backend])
+        else:
+            parsed.append(Path(folder))
+            folder_backends.append(None)
+    folders = parsed
     manifests = [Manifest.load(folder) for folder in folders]  # clear errors before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     image_path = out_dir / "bench_image.png"
@@ -166,17 +235,35 @@ def run_bench(
     specs: list[tuple[str, dict[str, Any]]] = []
     if settings.compare_pytorch:
         specs.append(("pytorch eager fp32", {**common, "kind": "pytorch", "model": settings.compare_pytorch}))
-    for folder, manifest in zip(folders, manifests):
-        precision = "/".join(sorted({g.precision for g in manifest.graphs.values()}))
-        for backend in settings.backends:
-            name = f"{Path(folder).name} ({backend}, {precision})"
-            specs.append((name, {**common, "kind": "vlm-export", "folder": str(folder), "backend": backend}))
+    if settings.compare_optimum_intel:
+        for weights in settings.optimum_weights:
+            ov_dir = optimum_intel_export(settings.compare_optimum_intel, weights, out_dir / "peers", step)
+            spec = {**common, "kind": "optimum-intel", "model": str(ov_dir), "weights": weights,
+                    "processor": settings.compare_optimum_intel}  # fmt: skip
+            specs.append((f"optimum-intel ({weights} weights, f32 hint)", spec))
+    for folder, manifest, backends in zip(folders, manifests, folder_backends):
+        for backend in backends or settings.backends:
+            graphs = manifest.graphs.values()
+            if backend == "openvino":  # it runs the IR where there is one
+                precisions = {(g.openvino or {}).get("precision", g.precision) for g in graphs}
+            else:
+                precisions = {g.precision for g in graphs}
+            name = f"{Path(folder).name} ({backend}, {'/'.join(sorted(precisions))})"
+            decoder = manifest.graphs["decoder"]
+            decoder_precision = (decoder.openvino or {}).get("precision", decoder.precision)
+            if backend != "openvino":
+                decoder_precision = decoder.precision
+            spec = {**common, "kind": "vlm-export", "folder": str(folder), "backend": backend,
+                    "decoder_precision": decoder_precision}  # fmt: skip
+            specs.append((name, spec))
 
     configurations = []
     for name, spec in specs:
         step(f"running {name}")
         raw = _run_worker(spec)
         config: dict[str, Any] = {"name": name, "kind": spec["kind"]}
+        if "decoder_precision" in spec:
+            config["decoder_precision"] = spec["decoder_precision"]
         if "error" in raw:
             config["error"] = raw["error"]
             configurations.append(config)
@@ -196,17 +283,14 @@ def run_bench(
                 }
         configurations.append(config)
 
-    ok = [c for c in configurations if "error" not in c]
-    baseline = ok[0] if ok else None
-    for config in ok:
-        config["ratios"] = _ratios(config, baseline)
+    baseline = attach_ratios(configurations)
     report = {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {**asdict(settings), "image_size": list(settings.image_size), "prompt": prompt},
         "environment": environment(),
         "bandwidth": bandwidth,
-        "baseline": baseline["name"] if baseline else None,
+        "baseline": baseline,
         "configurations": configurations,
     }
     write_outputs(report, out_dir)

@@ -28,6 +28,7 @@ def describe_folder(folder: str | Path) -> dict:
                 "summary": graph.summary,
                 "inputs": [asdict(t) for t in graph.inputs],
                 "outputs": [asdict(t) for t in graph.outputs],
+                "openvino": graph.openvino,
             }
         )
     return {

@@ -28,6 +28,9 @@ COLUMNS = (
     ("TTFT x", lambda c: _fmt(c.get("ratios", {}).get("ttft_speedup"), 2)),
     ("decode x", lambda c: _fmt(c.get("ratios", {}).get("decode_speedup"), 2)),
     ("RSS x", lambda c: _fmt(c.get("ratios", {}).get("peak_rss_ratio"), 2)),
+    ("TTFT x peer", lambda c: _fmt(c.get("ratios_vs_peer", {}).get("ttft_speedup"), 2)),
+    ("decode x peer", lambda c: _fmt(c.get("ratios_vs_peer", {}).get("decode_speedup"), 2)),
+    ("RSS x peer", lambda c: _fmt(c.get("ratios_vs_peer", {}).get("peak_rss_ratio"), 2)),
 )
 
 
@@ -85,7 +88,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{settings['warmup']} warm-up + {settings['runs']} measured runs; each configuration in a fresh process",
         f"- memory bandwidth ({bw['method']}, {bw['threads']} threads): {bw['gb_per_s']} GB/s; roofline = "
         "decoder bytes per token x tokens/s / bandwidth",
-        f"- ratios against: {report['baseline']} (x > 1 is faster; RSS x < 1 is smaller)",
+        f"- ratios against: {report['baseline']} (x > 1 is faster; RSS x < 1 is smaller); 'x peer' columns:"
+        " against optimum-intel (OpenVINO, f32 inference hint) at the same decoder weight precision",
         "",
         "| configuration | " + " | ".join(name for name, _ in COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),

@@ -1,8 +1,9 @@
 """One benchmark configuration, run in its own process so peak memory is its own.
 
 Invoked by :mod:`vlm_export.report.bench` as ``python -m vlm_export.report.worker SPEC_JSON``; prints one
-JSON object on its last stdout line. Two kinds: ``vlm-export`` (the runtime; imports no torch) and
-``pytorch`` (transformers eager ``generate`` on the same image and prompt).
+JSON object on its last stdout line. Three kinds: ``vlm-export`` (the runtime; imports no torch),
+``pytorch`` (transformers eager ``generate`` on the same image and prompt) and ``optimum-intel`` (the
+peer: its OpenVINO export through ``OVModelForVisualCausalLM.generate``).
 """
 
 from __future__ import annotations
@@ -49,12 +50,9 @@ def run_exported(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_pytorch(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
-    from transformers.generation.streamers import BaseStreamer
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from vlm_export.models import family_for
-    from vlm_export.runtimes.text import user_message
 
     torch.set_num_threads(spec["threads"])
     start = time.perf_counter()
@@ -64,6 +62,50 @@ def run_pytorch(spec: dict[str, Any]) -> dict[str, Any]:
     stage_times: dict[str, float] = {}
     for stage, module in family_for(model.config).stage_modules(model).items():
         _time_module(module, stage, stage_times)
+    runs = _hf_generate_runs(model, processor, spec, stage_times)
+    info = {"backend": "pytorch", "version": torch.__version__, "device": "CPU", "attention": "sdpa"}
+    return {"load": load_s, "runs": runs, "backend_info": info, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_optimum_intel(spec: dict[str, Any]) -> dict[str, Any]:
+    """The peer: optimum-intel's OpenVINO export driven by its own ``generate``, same image and prompt."""
+    import openvino
+    import torch
+    from optimum.intel import OVModelForVisualCausalLM
+    from optimum.intel.version import __version__ as optimum_intel_version
+    from transformers import AutoProcessor
+
+    torch.set_num_threads(spec["threads"])
+    ov_config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": spec.get("precision_hint", "f32"),
+        "INFERENCE_NUM_THREADS": str(spec["threads"]),
+        "CACHE_DIR": "",
+    }
+    start = time.perf_counter()
+    model = OVModelForVisualCausalLM.from_pretrained(spec["model"], ov_config=ov_config, device="CPU")
+    processor = AutoProcessor.from_pretrained(spec["processor"], use_fast=False)
+    load_s = time.perf_counter() - start
+    runs = _hf_generate_runs(model, processor, spec, None)
+    info = {
+        "backend": "optimum-intel",
+        "version": optimum_intel_version,
+        "openvino": openvino.get_version(),
+        "device": "CPU",
+        "inference_precision": ov_config["INFERENCE_PRECISION_HINT"],
+        "weights": spec.get("weights", "fp32"),
+    }
+    return {"load": load_s, "runs": runs, "backend_info": info, "peak_rss_mb": peak_rss_mb()}
+
+
+def _hf_generate_runs(model, processor, spec: dict[str, Any], stage_times: dict[str, float] | None) -> list[dict]:
+    """Timed ``model.generate`` runs with a streamer that timestamps every new token."""
+    import torch
+    from PIL import Image
+    from transformers import GenerationConfig
+    from transformers.generation.streamers import BaseStreamer
+
+    from vlm_export.runtimes.text import user_message
 
     class Clock(BaseStreamer):
         """Timestamps each new token as generate hands it out (the first put is the prompt)."""
@@ -84,6 +126,7 @@ def run_pytorch(spec: dict[str, Any]) -> dict[str, Any]:
     config = GenerationConfig(do_sample=False, max_new_tokens=n, min_new_tokens=n)
     config.eos_token_id = model.generation_config.eos_token_id
     config.pad_token_id = model.generation_config.pad_token_id
+    stage_times = stage_times if stage_times is not None else {}
     runs = []
     for i in range(spec["warmup"] + spec["runs"]):
         total_start = time.perf_counter()
@@ -118,8 +161,7 @@ def run_pytorch(spec: dict[str, Any]) -> dict[str, Any]:
                     "prompt_tokens": int(inputs["input_ids"].shape[1]),
                 }
             )
-    info = {"backend": "pytorch", "version": torch.__version__, "device": "CPU", "attention": "sdpa"}
-    return {"load": load_s, "runs": runs, "backend_info": info, "peak_rss_mb": peak_rss_mb()}
+    return runs
 
 
 def _time_module(module, stage: str, totals: dict[str, float]) -> None:
@@ -138,8 +180,9 @@ def _time_module(module, stage: str, totals: dict[str, float]) -> None:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    result = run_pytorch(spec) if spec["kind"] == "pytorch" else run_exported(spec)
-    if spec["kind"] != "pytorch" and "torch" in sys.modules:  # the runtime must stay torch-free
+    runners = {"pytorch": run_pytorch, "optimum-intel": run_optimum_intel, "vlm-export": run_exported}
+    result = runners[spec["kind"]](spec)
+    if spec["kind"] == "vlm-export" and "torch" in sys.modules:  # the runtime must stay torch-free
         result["warning"] = "torch was imported by the runtime process"
     print(json.dumps(result))
 

@@ -129,8 +129,13 @@ class VLMPipeline:
         device: str = "CPU",
         verify: bool = True,
         vision_batch: int = 1,
+        backend_options: dict | None = None,
     ) -> VLMPipeline:
         """Load ``folder`` (the output of ``vlm-export convert``).
+
+        ``backend`` is ``onnxruntime`` (default) or ``openvino`` (``device`` "CPU", "GPU", ...; it runs a
+        graph's OpenVINO IR when the manifest has one, the ONNX file otherwise); ``backend_options`` are
+        passed to the backend (OpenVINO: ``{"precision": "bf16"}``; f32 by default).
 
         ``verify`` checks every graph file against the manifest's sha256 first (reads each byte once).
         ``vision_batch`` is how many image tiles go through the vision encoder per call. One at a time is
@@ -142,7 +147,7 @@ class VLMPipeline:
         manifest.verify_files(folder, check_hashes=verify)
         for role in (EMBED_TOKENS, DECODER):
             manifest.graph(role)
-        runner = create_backend(backend, threads=threads, device=device)
+        runner = create_backend(backend, threads=threads, device=device, **(backend_options or {}))
         graphs = {role: runner.load(folder / info.file, info) for role, info in manifest.graphs.items()}
         return cls(folder, manifest, graphs, runner.describe(), vision_batch=max(1, vision_batch))
 

@@ -102,9 +102,7 @@ class TextProcessor:
             out.extend((image_text, piece))
         return "".join(out)
 
-    def layout_ids(
-        self, prompt: str, images: Sequence[tuple[str, list[int] | None]]
-    ) -> tuple[list[int], str]:
+    def layout_ids(self, prompt: str, images: Sequence[tuple[str, list[int] | None]]) -> tuple[list[int], str]:
         """Token ids (and a readable text) for a template-less model, following ``prompt_layout``.
 
         ``images`` holds each image's prompt text and, where the preprocessor made them, its token ids.
@@ -114,7 +112,11 @@ class TextProcessor:
         for part in self.info.prompt_layout or ():
             if part == "images":
                 for text, image_ids in images:
-                    ids += image_ids if image_ids is not None else self.tokenizer.encode(text, add_special_tokens=False).ids
+                    ids += (
+                        image_ids
+                        if image_ids is not None
+                        else self.tokenizer.encode(text, add_special_tokens=False).ids
+                    )
                     shown.append(text)
             elif part in ("text", "text-plain"):
                 ids += self.tokenizer.encode(prompt, add_special_tokens=part == "text").ids

@@ -55,9 +55,13 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     return wrap
 
 
-def create_backend(name: str, threads: int | None = None, device: str = "CPU") -> Backend:
+def create_backend(name: str, threads: int | None = None, device: str = "CPU", **options) -> Backend:
+    """``options`` are backend-specific (OpenVINO: ``precision``)."""
     from vlm_export.runtimes import backends  # noqa: F401  (imports the built-in backends)
 
     if name not in _BACKENDS:
         raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(_BACKENDS))}")
-    return _BACKENDS[name](threads=threads, device=device)
+    try:
+        return _BACKENDS[name](threads=threads, device=device, **options)
+    except TypeError as exc:
+        raise BackendError(f"the {name} backend does not take {sorted(options)}") from exc
