@@ -99,6 +99,15 @@ def test_compressed_ir_records_what_nncf_did_and_generates(ir_folders):
         assert len(result.token_ids) == 6
 
 
+def test_quantizing_an_ir_folder_drops_the_stale_ir_record(ir_folders, tmp_path):
+    from vlm_export.quantize.apply import quantize_folder
+
+    _, folders = ir_folders
+    quantize_folder(folders["fp32"], tmp_path / "int8", PRESETS["int8"])
+    assert all(g.openvino is None for g in Manifest.load(tmp_path / "int8").graphs.values())
+    VLMPipeline.from_pretrained(tmp_path / "int8")  # every recorded file is there and hashes match
+
+
 def test_tampered_ir_is_refused(ir_folders, tmp_path):
     _, folders = ir_folders
     copy = shutil.copytree(folders["fp32"], tmp_path / "copy")
@@ -142,3 +151,17 @@ def test_cli_to_openvino_and_run(exported, tmp_path):
     run = cli("run", str(out), "--backend", "openvino", "-i", str(tmp_path / "p.png"), "-p", "Hi", "-n", "4", "--json")
     assert run.returncode == 0, run.stderr
     assert len(json.loads(run.stdout)["token_ids"]) <= 4
+
+
+def test_stateful_and_explicit_kv_cache_agree(exported):
+    """The decoder keeps its KV cache as OpenVINO state by default; explicit inputs/outputs stay available."""
+    folder = exported(DEFAULT_TINY)
+    images = [picture(4)]
+    stateful = VLMPipeline.from_pretrained(folder, backend="openvino")
+    explicit = VLMPipeline.from_pretrained(folder, backend="openvino", backend_options={"stateful": False})
+    assert stateful.graphs["decoder"].holds_kv_cache and not explicit.graphs["decoder"].holds_kv_cache
+    assert stateful.backend_info["kv_cache"] == "stateful"
+    first, _ = _tokens_and_logits(stateful, images)
+    second, _ = _tokens_and_logits(explicit, images)
+    assert first == second
+    assert _tokens_and_logits(stateful, images)[0] == first  # a new request starts from an empty state

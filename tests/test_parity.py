@@ -88,6 +88,23 @@ def test_greedy_tokens_equal_transformers(setup, prompt, seeds, raw):
     np.testing.assert_allclose(logits, hf_logits, rtol=0, atol=1e-4 * max(1.0, float(np.abs(hf_logits).max())))
 
 
+def test_text_only_prompt_tokenizes_like_the_processor(setup):
+    """Without images, template-less processors (BLIP-2, Fuyu) just tokenize the text; chat models
+    render their template."""
+    _, _, processor, pipe = setup
+    ids, _ = pipe.tokenize("What is in it?", [])
+    if pipe.manifest.text.prompt_layout:
+        expected = processor.tokenizer("What is in it?")["input_ids"]
+    else:
+        expected = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "text", "text": "What is in it?"}]}],
+            add_generation_prompt=True,
+            tokenize=True,
+        )
+        expected = expected[0] if expected and isinstance(expected[0], list) else expected
+    assert ids[0].tolist() == list(expected)
+
+
 def test_kv_cache_matches_full_recompute(setup):
     """Greedy with the cache equals greedy that re-runs the whole sequence through the decoder each step."""
     _, _, _, pipe = setup

@@ -136,3 +136,23 @@ def test_demo_answers_with_ground_truth(tmp_path):
     assert "truth" in result.stdout and "TTFT" in result.stdout
     again = cli("demo", "--cache", str(tmp_path / "demo"), check=True)  # cached: no second conversion
     assert "exporting" not in again.stderr
+
+
+def test_compressed_variants_keep_the_bar(shipped_export, tmp_path):
+    """Measured agreement for quantized variants: onnxruntime int8 and int4, OpenVINO NNCF int8."""
+    pytest.importorskip("openvino")
+    from vlm_export.export.openvino_ir import to_openvino
+    from vlm_export.quantize.apply import quantize_folder
+    from vlm_export.quantize.spec import PRESETS, parse_quant
+    from vlm_export.shapes.evaluate import evaluate
+
+    fp32 = evaluate(shipped_export, n=300).exported.accuracy
+    quantize_folder(shipped_export, tmp_path / "int8", PRESETS["int8"])
+    quantize_folder(shipped_export, tmp_path / "int4", parse_quant("decoder=int4:block=32,vision=int8,projector=int8"))
+    to_openvino(shipped_export, tmp_path / "ov-int8", quant=PRESETS["int8"])
+    drops = {
+        "int8": fp32 - evaluate(tmp_path / "int8", n=300).exported.accuracy,
+        "int4": fp32 - evaluate(tmp_path / "int4", n=300).exported.accuracy,
+        "ov-int8": fp32 - evaluate(tmp_path / "ov-int8", n=300, backend="openvino").exported.accuracy,
+    }
+    assert drops["int8"] <= 1.0 and drops["ov-int8"] <= 1.0 and drops["int4"] <= 3.0, drops

@@ -109,6 +109,10 @@ def convert(
                 raise VLMExportError(f"unknown --target {target!r}", fix="use onnxruntime or openvino")
             spec = _parse_quant(quant) if quant else None
             onnx_spec = spec if target == "onnxruntime" else None
+            if target == "openvino":
+                from vlm_export.export.openvino_ir import check_openvino_spec
+
+                check_openvino_spec(spec)
             result = run_convert(
                 model,
                 output,
@@ -368,7 +372,8 @@ def quantize(
 
 
 def _print_auto(result, budget: float) -> None:
-    metric = result.trials[-1].metric if result.trials else "greedy tokens"
+    measured = [t.metric for t in result.trials if t.preset != "fp32"]
+    metric = measured[0] if measured else "greedy tokens"
     table = Table(title=f"--auto: smallest preset within {budget:g} points of {metric} drop")
     for col in ("preset", "MB", "drop (points)", "within budget"):
         table.add_column(col)

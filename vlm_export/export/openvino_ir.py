@@ -93,8 +93,9 @@ def expand_gqa_heads(model) -> int:
     }
     nodes, rewritten = [], 0
     for node in model.graph.node:
-        q, k = (shapes.get(name) for name in [*node.input[:2], "", ""][:2])
-        if node.op_type != "Attention" or not q or not k or len(q) != 4 or len(k) != 4 or None in (q[1], k[1], q[3]):
+        q, k, v = (shapes.get(name) for name in [*node.input[:3], "", "", ""][:3])
+        known = all(s and len(s) == 4 and None not in (s[1], s[3]) for s in (q, k, v))
+        if node.op_type != "Attention" or not known or k[1] != v[1]:
             nodes.append(node)
             continue
         repeat = q[1] // k[1]
@@ -105,16 +106,17 @@ def expand_gqa_heads(model) -> int:
         consts = {
             f"{tag}_axes": np.array([2], dtype=np.int64),
             f"{tag}_expand": np.array([1, 1, repeat, 1, 1], dtype=np.int64),
-            f"{tag}_shape": np.array([0, q[1], -1, q[3]], dtype=np.int64),
+            f"{tag}_shape_1": np.array([0, q[1], -1, k[3]], dtype=np.int64),
+            f"{tag}_shape_2": np.array([0, q[1], -1, v[3]], dtype=np.int64),  # V's head size may differ
         }
-        model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
+        model.graph.initializer.extend(numpy_helper.from_array(a, name) for name, a in consts.items())
         inputs = list(node.input)
         for i in (1, 2):  # key, value: (B, Hkv, T, D) -> (B, Hkv, repeat, T, D) -> (B, Hq, T, D)
             source, stem = inputs[i], f"{tag}_{i}"
             nodes += [
                 helper.make_node("Unsqueeze", [source, f"{tag}_axes"], [f"{stem}_u"]),
                 helper.make_node("Expand", [f"{stem}_u", f"{tag}_expand"], [f"{stem}_e"]),
-                helper.make_node("Reshape", [f"{stem}_e", f"{tag}_shape"], [f"{stem}_r"]),
+                helper.make_node("Reshape", [f"{stem}_e", f"{tag}_shape_{i}"], [f"{stem}_r"]),
             ]
             inputs[i] = f"{stem}_r"
         del node.input[:]
@@ -132,18 +134,36 @@ def _openvino_model(onnx_path: Path, scratch: Path):
     import onnx
     import openvino as ov
 
-    model = onnx.load(str(onnx_path))
+    # the graph only: weights in external data stay on disk (a >2 GB proto cannot even be serialised)
+    model = onnx.load(str(onnx_path), load_external_data=False)
     if not expand_gqa_heads(model):
         return ov.convert_model(str(onnx_path)), 0
     copy = scratch / onnx_path.name
-    large = model.ByteSize() > 1_800_000_000
-    onnx.save(model, str(copy), save_as_external_data=large, location=copy.name + ".data" if large else None)
+    data_files = {
+        entry.value for tensor in model.graph.initializer for entry in tensor.external_data if entry.key == "location"
+    }
+    for name in data_files:  # external-data paths are relative to the model file
+        _link_or_copy(onnx_path.parent / name, scratch / name)
+    onnx.save(model, str(copy))
     try:
         converted = ov.convert_model(str(copy))
     finally:
-        for leftover in scratch.glob(copy.name + "*"):
-            leftover.unlink()
+        for leftover in [copy, *(scratch / name for name in data_files)]:
+            leftover.unlink(missing_ok=True)
     return converted, 1
+
+
+def check_openvino_spec(quant: QuantSpec | None) -> None:
+    """Fail early (before an export) when OpenVINO/NNCF are missing or --quant does not map to NNCF."""
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        raise VLMExportError(
+            "--target openvino needs OpenVINO and NNCF", fix='pip install "vlm-export[openvino]"'
+        ) from exc
+    for role, recipe in (quant.recipes if quant else {}).items():
+        _nncf_settings(role, recipe)
 
 
 def to_openvino(
@@ -176,19 +196,29 @@ def to_openvino(
     target = source if in_place else Path(out)
     with atomic_folder(target, overwrite=in_place or overwrite) as tmp:
         for item in source.iterdir():
-            if item.name != IR_DIR and item.is_file():
+            if item.name == IR_DIR:
+                continue
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name, copy_function=_link_or_copy)
+            else:
                 _link_or_copy(item, tmp / item.name)
         (tmp / IR_DIR).mkdir()
         for role, graph in manifest.graphs.items():
             recipe = quant.recipe(role) if quant else GraphRecipe("fp32")
             step(f"converting {role} to OpenVINO IR ({recipe.label()})")
-            with tempfile.TemporaryDirectory(dir=tmp) as scratch:
-                model, expanded = _openvino_model(source / graph.file, Path(scratch))
             settings = _nncf_settings(role, recipe)
-            with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bar would pollute --json output
-                applied = _compress(model, role, settings) if settings else None
             xml = f"{IR_DIR}/{role}.xml"
-            ov.save_model(model, str(tmp / xml), compress_to_fp16=recipe.precision == "fp16")
+            try:
+                with tempfile.TemporaryDirectory(dir=tmp) as scratch:
+                    model, expanded = _openvino_model(source / graph.file, Path(scratch))
+                with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bar would pollute --json
+                    applied = _compress(model, role, settings) if settings else None
+                ov.save_model(model, str(tmp / xml), compress_to_fp16=recipe.precision == "fp16")
+            except VLMExportError:
+                raise
+            except Exception as exc:  # OpenVINO and NNCF raise many types
+                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                raise VLMExportError(f"OpenVINO conversion of {role} failed: {first[:300]}") from exc
             files = [xml, xml[: -len(".xml")] + ".bin"]
             manifest.graphs[role] = replace(
                 graph,

@@ -50,6 +50,7 @@ def quantize_folder(
                 sha256={name: sha256_file(tmp / name) for name in files},
                 precision=result.precision,
                 quantization={"recipe": recipe.label(), **result.details},
+                openvino=None,  # the IR (if any) was made from the fp32 graph and is not copied
             )
         quantized = replace(
             manifest,

@@ -11,6 +11,7 @@ weight precision (``ratios_vs_peer``).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -59,12 +60,18 @@ class BenchSettings:
 
 def optimum_intel_export(checkpoint: str, weights: str, cache: Path, progress: Callable[[str], None]) -> Path:
     """``optimum-cli export openvino --task image-text-to-text --weight-format W`` once, cached."""
-    import shutil
     import time
 
     out = cache / f"optimum-intel-{weights}"
+    stamp = {"checkpoint": str(Path(checkpoint).resolve()), "weights": weights}
     if (out / "openvino_language_model.xml").is_file():
-        return out
+        try:
+            recorded = json.loads((out / "vlm_export_bench.json").read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        if all(recorded.get(k) == v for k, v in stamp.items()):
+            return out
+        shutil.rmtree(out)  # another checkpoint's peer: export again
     cli = shutil.which("optimum-cli", path=str(Path(sys.executable).parent)) or shutil.which("optimum-cli")
     if cli is None:
         raise VLMExportError("optimum-intel is not installed", fix='pip install "vlm-export[peers]"')
@@ -81,7 +88,7 @@ def optimum_intel_export(checkpoint: str, weights: str, cache: Path, progress: C
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise VLMExportError(f"optimum-cli export failed: {lines[-1] if lines else proc.returncode}")
-    (tmp / "vlm_export_bench.json").write_text(json.dumps({"export_s": time.perf_counter() - started}))
+    (tmp / "vlm_export_bench.json").write_text(json.dumps({**stamp, "export_s": time.perf_counter() - started}))
     tmp.rename(out)
     return out
 
@@ -144,14 +151,18 @@ def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _graph_sizes(folder: Path) -> tuple[dict[str, float], dict[str, str], float]:
-    from vlm_export.report.inspect import describe_folder
+def _graph_sizes(folder: Path, backend: str) -> tuple[dict[str, float], dict[str, str], float]:
+    """Sizes and precisions of the files the backend really runs (OpenVINO: the IR where there is one)."""
+    from vlm_export.manifest import Manifest
 
-    info = describe_folder(folder)
-    sizes = {g["role"]: g["mb"] for g in info["graphs"]}
-    precisions = {g["role"]: g["precision"] for g in info["graphs"]}
-    decoder_bytes = next(g["mb"] for g in info["graphs"] if g["role"] == "decoder") * 1e6
-    return sizes, precisions, decoder_bytes
+    manifest = Manifest.load(folder)
+    sizes, precisions = {}, {}
+    for role, graph in manifest.graphs.items():
+        ir = graph.openvino if backend == "openvino" else None
+        files = list(ir["sha256"]) if ir else graph.files
+        sizes[role] = sum((Path(folder) / name).stat().st_size for name in files) / 1e6
+        precisions[role] = ir["precision"] if ir else graph.precision
+    return sizes, precisions, sizes["decoder"] * 1e6
 
 
 def _ratios(config: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
@@ -272,7 +283,7 @@ def run_bench(
         config["backend"] = raw["backend_info"]
         config["runs_raw"] = raw["runs"]
         if spec["kind"] == "vlm-export":
-            sizes, precisions, decoder_bytes = _graph_sizes(Path(spec["folder"]))
+            sizes, precisions, decoder_bytes = _graph_sizes(Path(spec["folder"]), spec["backend"])
             config.update(folder=spec["folder"], graph_mb=sizes, precision=precisions)
             tok_s = config["metrics"].get("decode_tokens_per_s", {}).get("median")
             if tok_s:

@@ -167,9 +167,12 @@ class VLMPipeline:
         """Chat mode (default) puts one placeholder per image before the prompt, as transformers does.
 
         Models without a chat template assemble the prompt as their processor does with ``text=``
-        (``prompt_layout``); ``raw`` takes the prompt verbatim, with one placeholder per image.
+        (``prompt_layout``; without images, processors just tokenize the text); ``raw`` takes the prompt
+        verbatim, with one placeholder per image.
         """
         if not raw and not self.text.info.chat_template and self.text.info.prompt_layout:
+            if not processed:
+                return np.asarray([self.text.encode(prompt, chat=False)], dtype=np.int64), prompt
             ids, text = self.text.layout_ids(prompt, [(p.prompt_text, p.prompt_ids) for p in processed])
             return np.asarray([ids], dtype=np.int64), text
         text = prompt if raw else self.text.render_chat(user_message(prompt, len(processed)))
@@ -218,14 +221,20 @@ class VLMPipeline:
         """inputs_embeds, attention_mask, position_ids, past -> logits (last position), present"""
         seq = inputs_embeds.shape[1]
         total = cache.length + seq
+        graph = self.graphs[DECODER]
         feeds = {
             "inputs_embeds": inputs_embeds,
             "attention_mask": np.ones((inputs_embeds.shape[0], total), dtype=np.int64),
             "position_ids": np.arange(cache.length, total, dtype=np.int64)[None, :],
-            **cache.arrays,
         }
-        outputs = self.graphs[DECODER].run(feeds)
-        cache.update(outputs, seq)
+        if graph.holds_kv_cache:  # the cache lives in the graph; a new request starts an empty one
+            if cache.length == 0:
+                graph.reset_kv_cache(inputs_embeds.shape[0])
+            outputs = graph.run(feeds)
+            cache.length += seq
+        else:
+            outputs = graph.run({**feeds, **cache.arrays})
+            cache.update(outputs, seq)
         return outputs["logits"][0, -1]
 
     # ---- requests --------------------------------------------------------------------------------

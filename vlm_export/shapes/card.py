@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
+from vlm_export.report.environment import cpu_info
 from vlm_export.shapes import task
 from vlm_export.shapes.evaluate import Scored, reference_answers
 
@@ -42,7 +42,7 @@ def write_card(folder: Path) -> dict:
         "steps": result.steps,
         "best_step": result.best_step,
         "validation_accuracy": round(result.validation_accuracy, 2),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_info()["model"],
         "torch_threads": cfg.threads,
         "torch": torch.__version__,
     }
@@ -74,7 +74,7 @@ lost to quantization shows.
 
 ## Task
 `vlm_export/shapes/task.py`: 64x64 noisy dark pictures cut into a 4x4 grid of 16-pixel cells that line
-up with the patches; 1 to 3 shapes (circle, square, triangle; 6 colours; all different) of 9 to 14 px,
+up with the patches; 1 to 3 shapes (circle, square, triangle; 6 colours; all different) of 11 to 15 px,
 each in its own cell with a random offset. Questions and one- or two-word answers:
 
 | type | question | answers |

@@ -266,7 +266,20 @@ def forced_exact_match(model, batcher: Batcher, samples: list[task.Sample], batc
 def train(
     cfg: TrainConfig, out: Path | None = None, log: Callable[[dict], None] | None = None
 ) -> tuple[object, object, TrainResult]:
-    """Train from ``cfg.seed``; returns the best model (by validation accuracy), its processor, the record."""
+    """Train from ``cfg.seed``; returns the best model (by validation accuracy), its processor, the record.
+
+    ``out`` receives the checkpoint all at once when training ends (a temporary folder is renamed into
+    place), so an interrupted run never leaves a half-written or mixed checkpoint behind.
+    """
+    if out is None:
+        return _train(cfg, None, log)
+    from vlm_export.export.atomic import atomic_folder
+
+    with atomic_folder(Path(out), overwrite=True) as tmp:
+        return _train(cfg, tmp, log)
+
+
+def _train(cfg: TrainConfig, out: Path | None, log: Callable[[dict], None] | None):
     torch.set_num_threads(cfg.threads)
     model, processor = build_model_and_processor(cfg)
     batcher = Batcher(processor)
@@ -308,7 +321,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        if step % cfg.eval_every == 0 or step == total_steps:
+        if step % cfg.eval_every == 0 or step == total_steps or time.perf_counter() - started > budget:
             scores = forced_exact_match(model, batcher, validation)
             record = {
                 "step": step,
@@ -321,8 +334,6 @@ def train(
                 log(record)
             if scores["accuracy"] > best["accuracy"]:
                 best = {"accuracy": scores["accuracy"], "step": step, "state": _copy_state(model)}
-                if out is not None:
-                    save(model, processor, out)
             if scores["accuracy"] >= cfg.target_accuracy:
                 stopped = f"validation accuracy reached {cfg.target_accuracy}%"
                 break

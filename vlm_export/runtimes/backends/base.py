@@ -21,6 +21,12 @@ class Graph(ABC):
 
     input_names: list[str]
     output_names: list[str]
+    # True when the graph keeps the decoder's KV cache itself (OpenVINO stateful models): the pipeline
+    # then feeds no past tensors, reads no present tensors, and calls reset_kv_cache for each new request.
+    holds_kv_cache: bool = False
+
+    def reset_kv_cache(self, batch: int = 1) -> None:  # noqa: B027 (optional hook, a no-op by default)
+        """Start an empty KV cache for ``batch`` sequences (only for graphs that hold one)."""
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -61,7 +67,10 @@ def create_backend(name: str, threads: int | None = None, device: str = "CPU", *
 
     if name not in _BACKENDS:
         raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(_BACKENDS))}")
-    try:
-        return _BACKENDS[name](threads=threads, device=device, **options)
-    except TypeError as exc:
-        raise BackendError(f"the {name} backend does not take {sorted(options)}") from exc
+    import inspect
+
+    accepted = set(inspect.signature(_BACKENDS[name]).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise BackendError(f"the {name} backend does not take {', '.join(unknown)}")
+    return _BACKENDS[name](threads=threads, device=device, **options)

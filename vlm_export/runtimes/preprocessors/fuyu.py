@@ -13,6 +13,7 @@ from math import ceil
 import numpy as np
 from PIL import Image
 
+from vlm_export.errors import ImageError
 from vlm_export.runtimes.preprocessors.base import ImagePreprocessor, ProcessedImage, register_preprocessor
 
 
@@ -39,9 +40,17 @@ class FuyuPreprocessor(ImagePreprocessor):
         if image.mode != "RGB":
             image = image.convert("RGB")
         target_h, target_w = p["size"]["height"], p["size"]["width"]
-        height, width = fit_size(image.height, image.width, target_h, target_w)
-        if p.get("do_resize", True) and (height, width) != (image.height, image.width):
-            image = image.resize((width, height), resample=Image.Resampling(p.get("resample", 2)))
+        if p.get("do_resize", True):
+            height, width = fit_size(image.height, image.width, target_h, target_w)
+            if (height, width) != (image.height, image.width):
+                image = image.resize((width, height), resample=Image.Resampling(p.get("resample", 2)))
+        if image.height > target_h or image.width > target_w:
+            raise ImageError(
+                f"image of {image.width}x{image.height} is larger than the model's {target_w}x{target_h} "
+                "and its processor does not resize",
+                fix="resize the image first",
+            )
+        height, width = image.height, image.width
         pixels = np.asarray(image)
         ph, pw = p["patch_size"]["height"], p["patch_size"]["width"]
         # only the padding inside the last partial patch row/column survives the crop below
