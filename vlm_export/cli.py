@@ -529,7 +529,7 @@ def demo(
             f"{1000 * t.get('projector', 0):.2f}",
             f"{1000 * t.get('prefill', 0):.2f}",
             f"{1000 * t.get('ttft', 0):.2f}",
-            f"{t.get('decode_tokens_per_s', 0):.0f}",
+            f"{t['decode_tokens_per_s']:.0f}" if t.get("decode_tokens_per_s") else "- (1 token)",
         )
     out.print(table)
 
