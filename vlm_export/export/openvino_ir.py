@@ -129,7 +129,7 @@ def expand_gqa_heads(model) -> int:
     return rewritten
 
 
-def _openvino_model(onnx_path: Path, scratch: Path):
+def openvino_model(onnx_path: Path, scratch: Path):
     """``openvino.convert_model`` of the graph, through a GQA-expanded copy where one is needed."""
     import onnx
     import openvino as ov
@@ -210,7 +210,7 @@ def to_openvino(
             xml = f"{IR_DIR}/{role}.xml"
             try:
                 with tempfile.TemporaryDirectory(dir=tmp) as scratch:
-                    model, expanded = _openvino_model(source / graph.file, Path(scratch))
+                    model, expanded = openvino_model(source / graph.file, Path(scratch))
                 with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bar would pollute --json
                     applied = _compress(model, role, settings) if settings else None
                 ov.save_model(model, str(tmp / xml), compress_to_fp16=recipe.precision == "fp16")

@@ -7,7 +7,8 @@ A family file (``llava.py`` and friends) subclasses :class:`VLMFamily`, register
   and named dynamic axes (one :class:`GraphExport` per graph);
 * :meth:`~VLMFamily.image_tokens` and :meth:`~VLMFamily.preprocessing`: how the runtime turns an image
   into pixel values and prompt tokens, as plain data for the manifest;
-* :meth:`~VLMFamily.reference_generate`: transformers' own greedy output, for the parity gate;
+* :meth:`~VLMFamily.reference_image_inputs`: the pixels as transformers' ``generate`` takes them, so the
+  parity gate can compare with its greedy output;
 * :meth:`~VLMFamily.tiny_checkpoints`: random-weight checkpoints small enough for tests.
 
 Everything generic (the KV-cache decoder, the embedding graph, tokenizer and chat template, decoder
@@ -193,11 +194,18 @@ class VLMFamily(ABC):
         return None
 
     # ---- parity ----------------------------------------------------------------------------------
-    @abstractmethod
     def reference_generate(
         self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, max_new_tokens: int
     ) -> list[int]:
         """transformers' greedy continuation of already-prepared inputs (new tokens only)."""
+        from vlm_export.export.reference import greedy_generate
+
+        images = {} if pixel_values is None else self.reference_image_inputs(pixel_values)
+        return greedy_generate(self.model, max_new_tokens, input_ids=input_ids, **images)
+
+    def reference_image_inputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The runtime's pixel values as the transformers model's ``generate`` takes them."""
+        return {"pixel_values": pixel_values}
 
     @classmethod
     def stage_modules(cls, model: torch.nn.Module) -> dict[str, torch.nn.Module]:

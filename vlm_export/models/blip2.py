@@ -119,14 +119,6 @@ class Blip2Family(VLMFamily):
     def prompt_layout(self, processor: Any) -> list[str]:
         return ["images", "text"]
 
-    # ---- parity ----------------------------------------------------------------------------------
-    def reference_generate(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, max_new_tokens: int
-    ) -> list[int]:
-        from vlm_export.export.reference import greedy_generate
-
-        return greedy_generate(self.model, max_new_tokens, input_ids=input_ids, pixel_values=pixel_values)
-
     # ---- tests -----------------------------------------------------------------------------------
     @classmethod
     def tiny_checkpoints(cls) -> list[TinyCheckpoint]:

@@ -107,13 +107,8 @@ class FuyuFamily(VLMFamily):
         return ["images", "token:<s>", "text-plain", f"token:{BEGINNING_OF_ANSWER}"]
 
     # ---- parity ----------------------------------------------------------------------------------
-    def reference_generate(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, max_new_tokens: int
-    ) -> list[int]:
-        from vlm_export.export.reference import greedy_generate
-
-        patches = None if pixel_values is None else pixel_values[None]
-        return greedy_generate(self.model, max_new_tokens, input_ids=input_ids, image_patches=patches)
+    def reference_image_inputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image_patches": pixel_values[None]}  # the runtime's patches are the model's input
 
     # ---- tests -----------------------------------------------------------------------------------
     @classmethod

@@ -122,13 +122,8 @@ class Idefics3Family(VLMFamily):
             "global_image_token": processor.global_image_tag,
         }
 
-    def reference_generate(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, max_new_tokens: int
-    ) -> list[int]:
-        from vlm_export.export.reference import greedy_generate
-
-        pixels = None if pixel_values is None else pixel_values[None]  # (batch, tiles, C, H, W)
-        return greedy_generate(self.model, max_new_tokens, input_ids=input_ids, pixel_values=pixels)
+    def reference_image_inputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pixel_values": pixel_values[None]}  # (batch, tiles, C, H, W)
 
     @classmethod
     def tiny_checkpoints(cls) -> list[TinyCheckpoint]:

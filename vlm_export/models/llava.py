@@ -86,14 +86,6 @@ class LlavaFamily(VLMFamily):
 
         return clip_preprocessing(processor.image_processor)
 
-    # ---- parity ----------------------------------------------------------------------------------
-    def reference_generate(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, max_new_tokens: int
-    ) -> list[int]:
-        from vlm_export.export.reference import greedy_generate
-
-        return greedy_generate(self.model, max_new_tokens, input_ids=input_ids, pixel_values=pixel_values)
-
     # ---- tests -----------------------------------------------------------------------------------
     @classmethod
     def tiny_checkpoints(cls) -> list[TinyCheckpoint]:
@@ -115,7 +107,7 @@ class LlavaFamily(VLMFamily):
 _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 # A LLaVA-1.5 style template; the first variant leaves BOS to the tokenizer, the second writes it itself
 # (transformers then tokenizes without special tokens): both paths of the processor are exercised.
-_TEMPLATE = (
+LLAVA_CHAT_TEMPLATE = (
     "{%- for message in messages -%}{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}"
     "{%- else -%}{{- 'ASSISTANT: ' -}}{%- endif -%}{%- if message['content'] is string -%}"
     "{{- message['content'] -}}{%- else -%}{%- for c in message['content'] -%}{%- if c['type'] == 'image' -%}"
@@ -177,7 +169,7 @@ def _build_tiny(folder: Path, seed: int, decoder: str, layer: int | list[int], s
     model.save_pretrained(folder)
     model.generation_config.save_pretrained(folder)
 
-    template = _TEMPLATE if decoder == "llama" else "{{- bos_token -}}" + _TEMPLATE
+    template = LLAVA_CHAT_TEMPLATE if decoder == "llama" else "{{- bos_token -}}" + LLAVA_CHAT_TEMPLATE
     hf_tok = hf_fast_tokenizer(tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": 30},

@@ -151,6 +151,12 @@ def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _run_precision(graph, backend: str) -> str:
+    """The precision of what ``backend`` runs: OpenVINO runs the graph's IR where there is one."""
+    ir = graph.openvino if backend == "openvino" else None
+    return ir["precision"] if ir else graph.precision
+
+
 def _graph_sizes(folder: Path, backend: str) -> tuple[dict[str, float], dict[str, str], float]:
     """Sizes and precisions of the files the backend really runs (OpenVINO: the IR where there is one)."""
     from vlm_export.manifest import Manifest
@@ -161,7 +167,7 @@ def _graph_sizes(folder: Path, backend: str) -> tuple[dict[str, float], dict[str
         ir = graph.openvino if backend == "openvino" else None
         files = list(ir["sha256"]) if ir else graph.files
         sizes[role] = sum((Path(folder) / name).stat().st_size for name in files) / 1e6
-        precisions[role] = ir["precision"] if ir else graph.precision
+        precisions[role] = _run_precision(graph, backend)
     return sizes, precisions, sizes["decoder"] * 1e6
 
 
@@ -254,18 +260,10 @@ def run_bench(
             specs.append((f"optimum-intel ({weights} weights, f32 hint)", spec))
     for folder, manifest, backends in zip(folders, manifests, folder_backends):
         for backend in backends or settings.backends:
-            graphs = manifest.graphs.values()
-            if backend == "openvino":  # it runs the IR where there is one
-                precisions = {(g.openvino or {}).get("precision", g.precision) for g in graphs}
-            else:
-                precisions = {g.precision for g in graphs}
-            name = f"{Path(folder).name} ({backend}, {'/'.join(sorted(precisions))})"
-            decoder = manifest.graphs["decoder"]
-            decoder_precision = (decoder.openvino or {}).get("precision", decoder.precision)
-            if backend != "openvino":
-                decoder_precision = decoder.precision
+            precisions = {role: _run_precision(graph, backend) for role, graph in manifest.graphs.items()}
+            name = f"{Path(folder).name} ({backend}, {'/'.join(sorted(set(precisions.values())))})"
             spec = {**common, "kind": "vlm-export", "folder": str(folder), "backend": backend,
-                    "decoder_precision": decoder_precision}  # fmt: skip
+                    "decoder_precision": precisions["decoder"]}  # fmt: skip
             specs.append((name, spec))
 
     configurations = []

@@ -29,20 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlm_export.models.llava import LLAVA_CHAT_TEMPLATE
 from vlm_export.shapes import task
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 UNK, BOS, EOS, PAD, IMAGE = range(len(SPECIAL_TOKENS))
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}"
-    "{%- else -%}{{- 'ASSISTANT: ' -}}{%- endif -%}{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}{%- else -%}{%- for c in message['content'] -%}{%- if c['type'] == 'image' -%}"
-    "{{- '<image>\n' -}}{%- elif c['type'] == 'text' -%}{{- c['text'] -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{- ' ' -}}{%- else -%}{{- eos_token -}}{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
-)
 
 
 @dataclass
@@ -157,7 +150,7 @@ def build_model_and_processor(cfg: TrainConfig):
         patch_size=task.CELL,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=LLAVA_CHAT_TEMPLATE,
     )
     return model, processor
 

@@ -109,14 +109,14 @@ class OpenVINOBackend(Backend):
         onnx package is installed, rewrite a copy on the fly; otherwise say how to make the IR once."""
         fix = f"add OpenVINO IR to the folder once: vlm-export to-openvino {path.parent}"
         try:
-            from vlm_export.export.openvino_ir import _openvino_model
+            from vlm_export.export.openvino_ir import openvino_model
         except ImportError:
             raise BackendError(f"OpenVINO cannot load {path.name}: {_first_line(error)}", fix=fix) from error
         import tempfile
 
         try:
             with tempfile.TemporaryDirectory() as scratch:
-                model, rewritten = _openvino_model(path, Path(scratch))
+                model, rewritten = openvino_model(path, Path(scratch))
             if not rewritten:
                 raise error
             return self._compile(model, stateful)
