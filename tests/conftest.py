@@ -32,6 +32,17 @@ def tiny_checkpoint(tmp_path_factory):
     return build
 
 
+def hf_processor(folder: Path):
+    """transformers' processor for a tiny checkpoint, loaded the way its family loads it (AutoProcessor for
+    all but SmolVLM, whose processor class needs torchvision: ``Idefics3Processor`` reads its files, the
+    same image path, guarded by ``test_smolvlm_processor_code_is_idefics3s``)."""
+    from transformers import AutoConfig
+
+    from vlm_export.models import family_for
+
+    return family_for(AutoConfig.from_pretrained(folder)).load_processor(str(folder))
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, tiny_checkpoint):
     """exported(name) -> folder written by convert (parity gate on)."""

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import DEFAULT_TINY, TINY, cli, picture
+from tests.conftest import DEFAULT_TINY, TINY, cli, hf_processor, picture
 from vlm_export.errors import ManifestError, VLMExportError
 from vlm_export.export.openvino_ir import to_openvino
 from vlm_export.manifest import Manifest
@@ -43,12 +43,12 @@ def test_fp32_openvino_equals_onnxruntime(exported, name):
 @pytest.mark.parametrize("name", sorted(n for n in TINY if n.startswith("llava")))
 def test_fp32_openvino_equals_transformers_on_llava(exported, tiny_checkpoint, name):
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from tests.test_parity import hf_generate
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint(name), dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(tiny_checkpoint(name), use_fast=False)
+    processor = hf_processor(tiny_checkpoint(name))
     images = [picture(3, (80, 64))]
     expected, _ = hf_generate(model, processor, PROMPT, images, raw=False)
     pipe = VLMPipeline.from_pretrained(exported(name), backend="openvino")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+from transformers import AutoModelForImageTextToText, GenerationConfig
 
-from tests.conftest import TINY, picture
+from tests.conftest import TINY, hf_processor, picture
 from vlm_export.errors import PromptError
 from vlm_export.manifest import Manifest
 from vlm_export.runtimes.pipeline import KVCache, VLMPipeline
@@ -33,7 +33,7 @@ def setup(request, tiny_checkpoint, exported):
     name = request.param
     folder = tiny_checkpoint(name)
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(folder, use_fast=False)
+    processor = hf_processor(folder)
     return name, model, processor, VLMPipeline.from_pretrained(exported(name))
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from transformers import AutoProcessor
 
-from tests.conftest import TINY, picture, real_tiles
+from tests.conftest import TINY, hf_processor, picture, real_tiles
 from vlm_export.errors import PromptError
 from vlm_export.runtimes.pipeline import VLMPipeline
 from vlm_export.runtimes.sampling import Sampler, SamplingParams
@@ -19,7 +18,7 @@ PROMPTS = ["Describe the image.", "What colour is the square? Answer in one word
 @pytest.fixture(scope="module", params=sorted(TINY))
 def pair(request, tiny_checkpoint, exported):
     name = request.param
-    processor = AutoProcessor.from_pretrained(tiny_checkpoint(name), use_fast=False)
+    processor = hf_processor(tiny_checkpoint(name))
     return processor, VLMPipeline.from_pretrained(exported(name))
 
 

@@ -98,7 +98,7 @@ def convert(
         family = family_cls.load(source)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the weights of {model}: {str(exc).splitlines()[0]}") from None
-    files = sources.load_processor(source)
+    files = sources.load_processor(source, family_cls)
     image_tokens = family.image_tokens(files.processor)
     if image_tokens.token_id >= family.decoder_info().vocab_size:
         raise ModelLoadError(f"image token id {image_tokens.token_id} is outside the decoder's vocabulary")

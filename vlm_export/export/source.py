@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlm_export.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from vlm_export.models.base import VLMFamily
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -56,11 +59,13 @@ class SourceFiles:
     generation_config: Any
 
 
-def load_processor(source: str) -> SourceFiles:
-    from transformers import AutoProcessor, AutoTokenizer, GenerationConfig
+def load_processor(source: str, family: type[VLMFamily]) -> SourceFiles:
+    from transformers import AutoTokenizer, GenerationConfig
 
     try:
-        processor = AutoProcessor.from_pretrained(source, use_fast=False)
+        processor = family.load_processor(source)
+    except ModelLoadError:
+        raise
     except Exception as exc:  # transformers raises many types here
         raise ModelLoadError(f"cannot load the processor of {source}: {_first_line(exc)}") from None
     tokenizer = getattr(processor, "tokenizer", None)

@@ -80,6 +80,16 @@ class VLMFamily(ABC):
     def load(cls, source: str) -> VLMFamily:
         return cls(cls.load_model(source), source)
 
+    @classmethod
+    def load_processor(cls, source: str) -> Any:
+        """The checkpoint's HF processor (image processor + tokenizer + chat template).
+
+        Families whose processor class cannot load everywhere override this with an equivalent.
+        """
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(source, use_fast=False)
+
     # ---- the split -------------------------------------------------------------------------------
     @abstractmethod
     def graph_exports(self) -> list[GraphExport]:

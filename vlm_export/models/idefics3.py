@@ -1,6 +1,6 @@
 """Idefics3 and SmolVLM-Instruct checkpoints (``Idefics3ForConditionalGeneration``): tiles, pixel shuffle.
 
-The newer ``SmolVLMForConditionalGeneration`` class (own processor) is not declared here yet: untested.
+SmolVLM2-style ``SmolVLMForConditionalGeneration`` checkpoints are declared in ``smolvlm.py`` (same model).
 
 Split:
   vision_encoder  pixel_values (tiles) -> image_features  (patch embeddings + positions, encoder,
@@ -119,7 +119,7 @@ class Idefics3Family(VLMFamily):
             "kind": "idefics3",
             **plain_params(ip, fields),
             "fake_image_token": processor.fake_image_token,
-            "global_image_token": processor.global_image_tag,
+            "global_image_token": getattr(processor, "global_image_tag", None) or processor.global_image_token,
         }
 
     def reference_image_inputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -50,17 +50,18 @@ def run_exported(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_pytorch(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from vlm_export.models import family_for
 
     torch.set_num_threads(spec["threads"])
     start = time.perf_counter()
     model = AutoModelForImageTextToText.from_pretrained(spec["model"], dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(spec["model"], use_fast=False)
+    family = family_for(model.config)
+    processor = family.load_processor(spec["model"])
     load_s = time.perf_counter() - start
     stage_times: dict[str, float] = {}
-    for stage, module in family_for(model.config).stage_modules(model).items():
+    for stage, module in family.stage_modules(model).items():
         _time_module(module, stage, stage_times)
     runs = _hf_generate_runs(model, processor, spec, stage_times)
     info = {"backend": "pytorch", "version": torch.__version__, "device": "CPU", "attention": "sdpa"}
@@ -73,7 +74,9 @@ def run_optimum_intel(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from optimum.intel import OVModelForVisualCausalLM
     from optimum.intel.version import __version__ as optimum_intel_version
-    from transformers import AutoProcessor
+    from transformers import AutoConfig
+
+    from vlm_export.models import family_for
 
     torch.set_num_threads(spec["threads"])
     ov_config = {
@@ -84,7 +87,7 @@ def run_optimum_intel(spec: dict[str, Any]) -> dict[str, Any]:
     }
     start = time.perf_counter()
     model = OVModelForVisualCausalLM.from_pretrained(spec["model"], ov_config=ov_config, device="CPU")
-    processor = AutoProcessor.from_pretrained(spec["processor"], use_fast=False)
+    processor = family_for(AutoConfig.from_pretrained(spec["processor"])).load_processor(spec["processor"])
     load_s = time.perf_counter() - start
     runs = _hf_generate_runs(model, processor, spec, None)
     info = {
