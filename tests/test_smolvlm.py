@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ def _functions(module_name: str, names: dict[str, str]) -> dict[str, str]:
     import importlib.util
 
     spec = importlib.util.find_spec(module_name)
-    tree = ast.parse(open(spec.origin).read())
+    tree = ast.parse(Path(spec.origin).read_text())
     out = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name in names:
