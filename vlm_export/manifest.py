@@ -54,6 +54,9 @@ class GraphInfo:
     # the OpenVINO IR of this graph, when `vlm-export to-openvino` made one:
     # {"file": "openvino/decoder.xml", "sha256": {file: hash}, "precision": ..., "compression": {...}}
     openvino: dict[str, Any] | None = None
+    # the decoder's onnxruntime variant (export/ort_kv.py): attention over an in-place KV buffer.
+    # {"file": "decoder.kv.onnx", "sha256": {file: hash}, "kv_cache": "shared-buffer", "batch": 1, ...}
+    onnxruntime: dict[str, Any] | None = None
 
     @property
     def files(self) -> list[str]:
@@ -62,7 +65,8 @@ class GraphInfo:
     @property
     def all_files(self) -> dict[str, str]:
         """Every file of this graph with its hash: ONNX, external data, and the OpenVINO IR if any."""
-        return {**self.sha256, **((self.openvino or {}).get("sha256") or {})}
+        variants = [v.get("sha256") or {} for v in (self.openvino, self.onnxruntime) if v]
+        return {**self.sha256, **{name: digest for v in variants for name, digest in v.items()}}
 
 
 @dataclass
@@ -92,6 +96,7 @@ class DecoderInfo:
     hidden_size: int
     vocab_size: int
     max_positions: int | None = None
+    num_heads: int | None = None  # query heads (None in manifests written before it was recorded)
     kv_dtype: str = "float32"
     logits: str = "last"  # "last": the graph returns logits for the last position only
 

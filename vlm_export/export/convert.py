@@ -19,7 +19,7 @@ from vlm_export.errors import ModelLoadError, ParityError
 from vlm_export.export import source as sources
 from vlm_export.export.atomic import atomic_folder, check_output
 from vlm_export.export.onnx_export import DEFAULT_OPSET, export_graph
-from vlm_export.manifest import FORMAT_VERSION, Manifest, SourceInfo, TextInfo
+from vlm_export.manifest import DECODER, FORMAT_VERSION, DecoderInfo, GraphInfo, Manifest, SourceInfo, TextInfo
 from vlm_export.models import family_for
 from vlm_export.models.base import VLMFamily
 from vlm_export.report.environment import library_versions
@@ -109,6 +109,7 @@ def convert(
         for graph in exports:
             step(f"exporting {graph.role}")
             graphs[graph.role] = export_graph(graph, tmp, opset=opset)
+        graphs[DECODER] = with_ort_variant(tmp, graphs[DECODER], family.decoder_info())
         files.tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         _copy_configs(source, family, tmp)
         manifest = Manifest(
@@ -160,6 +161,15 @@ def _convert_quantized(model, out: Path, overwrite, validate, opset, progress, q
     return ConvertResult(folder=out, manifest=manifest, validation=fp32.validation)
 
 
+def with_ort_variant(folder: Path, info: GraphInfo, decoder: DecoderInfo) -> GraphInfo:
+    """The decoder plus its onnxruntime in-place-KV variant (see export/ort_kv.py), when it applies."""
+    from vlm_export.export.ort_kv import add_shared_kv_variant
+
+    if decoder.num_heads is None:
+        return info
+    return add_shared_kv_variant(folder, info, decoder.num_heads, decoder.num_kv_heads, decoder.head_dim)
+
+
 def _copy_configs(source: str, family: VLMFamily, folder: Path) -> None:
     local = Path(source)
     if local.is_dir() and (local / "config.json").is_file():
@@ -174,7 +184,7 @@ def _validate(family: VLMFamily, exports, folder: Path):
     from vlm_export.runtimes.backends import create_backend
 
     manifest = _Manifest.load(folder)
-    backend = create_backend("onnxruntime")
+    backend = create_backend("onnxruntime", kv_cache="explicit")  # graph by graph, with explicit past inputs
     report = ValidationReport()
     for graph in exports:
         loaded = backend.load(folder / manifest.graphs[graph.role].file, manifest.graphs[graph.role])

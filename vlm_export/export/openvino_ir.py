@@ -236,6 +236,9 @@ def to_openvino(
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    if src.suffix == ".data":  # onnx refuses external data with several hard links (a "hardlink attack")
+        shutil.copy2(src, dst)
+        return
     try:
         os.link(src, dst)
     except OSError:

@@ -110,6 +110,7 @@ class VLMFamily(ABC):
             hidden_size=cfg.hidden_size,
             vocab_size=cfg.vocab_size,
             max_positions=getattr(cfg, "max_position_embeddings", None),
+            num_heads=heads,
         )
 
     def standard_graphs(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vlm_export.errors import VLMExportError
 from vlm_export.export.atomic import atomic_folder, check_output
-from vlm_export.manifest import Manifest, sha256_file
+from vlm_export.manifest import DECODER, Manifest, sha256_file
 from vlm_export.quantize.recipes import quantize_graph
 from vlm_export.quantize.spec import QuantSpec
 
@@ -34,7 +34,7 @@ def quantize_folder(
             f"{source} is already quantized ({', '.join(not_fp32)})", fix="quantize from the fp32 export"
         )
     check_output(out, overwrite)
-    graph_files = {name for g in manifest.graphs.values() for name in g.files}
+    graph_files = {name for g in manifest.graphs.values() for name in g.all_files}
     with atomic_folder(out, overwrite) as tmp:
         for item in source.iterdir():
             if item.is_file() and item.name not in graph_files and item.name != "manifest.json":
@@ -51,7 +51,13 @@ def quantize_folder(
                 precision=result.precision,
                 quantization={"recipe": recipe.label(), **result.details},
                 openvino=None,  # the IR (if any) was made from the fp32 graph and is not copied
+                onnxruntime=None,
             )
+        if DECODER in graphs:
+            from vlm_export.export.convert import with_ort_variant
+
+            step(f"{DECODER}: onnxruntime in-place KV variant")
+            graphs[DECODER] = with_ort_variant(tmp, graphs[DECODER], manifest.decoder)
         quantized = replace(
             manifest,
             graphs=graphs,

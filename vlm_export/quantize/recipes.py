@@ -60,6 +60,12 @@ def _save(model: onnx.ModelProto, dst: Path) -> None:
     onnx.save(model, str(dst), save_as_external_data=external, location=dst.name + ".data" if external else None)
 
 
+def _graph_bytes(path: Path) -> int:
+    """The graph file plus its external data (a decoder keeps its weights in ``decoder.onnx.data``)."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def _copy(src: Path, dst: Path) -> QuantResult:
     model = onnx.load(str(src))
     _save(model, dst)
@@ -135,7 +141,7 @@ def _int8_dynamic(src: Path, dst: Path, nodes: list[str] | None = None, target: 
             weight_type=settings["weight_type"],
             per_channel=settings["per_channel"],
             reduce_range=settings["reduce_range"],
-            use_external_data_format=src.stat().st_size > EXTERNAL_DATA_THRESHOLD,
+            use_external_data_format=_graph_bytes(src) > EXTERNAL_DATA_THRESHOLD,
             extra_options={"MatMulConstBOnly": True, **settings["extra_options"]},
         )
 

@@ -148,7 +148,10 @@ class VLMPipeline:
         for role in (EMBED_TOKENS, DECODER):
             manifest.graph(role)
         runner = create_backend(backend, threads=threads, device=device, **(backend_options or {}))
-        graphs = {role: runner.load(folder / info.file, info) for role, info in manifest.graphs.items()}
+        graphs = {
+            role: runner.load(folder / info.file, info, manifest.decoder if role == DECODER else None)
+            for role, info in manifest.graphs.items()
+        }
         return cls(folder, manifest, graphs, runner.describe(), vision_batch=max(1, vision_batch))
 
     # ---- stages ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vlm_export.errors import BackendError
-from vlm_export.manifest import GraphInfo
+from vlm_export.manifest import DecoderInfo, GraphInfo
 
 
 class Graph(ABC):
@@ -41,8 +41,8 @@ class Backend(ABC):
         self.device = device
 
     @abstractmethod
-    def load(self, path: Path, info: GraphInfo) -> Graph:
-        """Load one graph file for inference."""
+    def load(self, path: Path, info: GraphInfo, decoder: DecoderInfo | None = None) -> Graph:
+        """Load one graph file for inference; ``decoder`` is given for the decoder graph (KV layout)."""
 
     def describe(self) -> dict[str, str]:
         """Library version and execution target, for reports."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vlm_export.errors import BackendError
-from vlm_export.manifest import GraphInfo
+from vlm_export.manifest import DecoderInfo, GraphInfo
 from vlm_export.runtimes.backends.base import Backend, Graph, register_backend
 
 PRECISIONS = {"f32", "bf16", "f16"}
@@ -79,7 +79,7 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
         return config
 
-    def load(self, path: Path, info: GraphInfo) -> Graph:
+    def load(self, path: Path, info: GraphInfo, decoder: DecoderInfo | None = None) -> Graph:
         ir = (info.openvino or {}).get("file")
         source = path.parent / ir if ir else path
         stateful = self.stateful and any(t.name.startswith("past_key_values.") for t in info.inputs)
