@@ -37,7 +37,7 @@ train-tiny: install
 
 bench: install
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[peers]"  # optimum-intel, the peer it compares with
-	$(BIN)/python bench/run.py bench/standard.toml bench/smolvlm.toml
+	$(BIN)/python bench/run.py bench/standard.toml bench/smolvlm.toml bench/smolvlm-1tile.toml
 	$(BIN)/python bench/quant_accuracy.py
 
 lint: install

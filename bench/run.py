@@ -6,6 +6,9 @@ The checkpoint and its exports are cached under .cache/bench/<name>/; the report
 .cache/bench/<name>/report/ (report.json, report.md, chart.png). Set VLM_EXPORT_SHARED to point at
 another copy of the shared configs folder.
 
+[model] keys: name, config (a shared/configs folder), seed, preprocessor (overrides of its
+preprocessor_config.json, e.g. { do_image_splitting = false }).
+
 [run] keys: threads, image_size, new_tokens, runs, warmup; compare_pytorch (bool); variants (quantize
 presets run on onnxruntime besides fp32); openvino_variants (to-openvino --quant presets, "fp32" for none,
 run on the openvino backend); compare_optimum_intel (bool) and optimum_weights (its --weight-format list).
@@ -37,7 +40,9 @@ def main(definition: Path) -> int:
     from vlm_export.testing.from_config import checkpoint_from_config
 
     print(f"· checkpoint {work / 'checkpoint'} (random weights, seed {model['seed']})", file=sys.stderr)
-    checkpoint = checkpoint_from_config(config_dir, work / "checkpoint", seed=model["seed"])
+    checkpoint = checkpoint_from_config(
+        config_dir, work / "checkpoint", seed=model["seed"], preprocessor=model.get("preprocessor")
+    )
     fp32 = work / "fp32"
     cli = [sys.executable, "-m", "vlm_export"]
     if not (fp32 / "manifest.json").is_file():

@@ -109,7 +109,8 @@ def convert(
         for graph in exports:
             step(f"exporting {graph.role}")
             graphs[graph.role] = export_graph(graph, tmp, opset=opset)
-        graphs[DECODER] = with_ort_variant(tmp, graphs[DECODER], family.decoder_info())
+        if not _sliding_window(family.text_config):  # GroupQueryAttention here would attend to everything
+            graphs[DECODER] = with_ort_variant(tmp, graphs[DECODER], family.decoder_info())
         files.tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         _copy_configs(source, family, tmp)
         manifest = Manifest(
@@ -159,6 +160,12 @@ def _convert_quantized(model, out: Path, overwrite, validate, opset, progress, q
         manifest.quantization["source"] = "fp32 export of " + model
         manifest.save(out)
     return ConvertResult(folder=out, manifest=manifest, validation=fp32.validation)
+
+
+def _sliding_window(text_config: Any) -> bool:
+    """Whether the decoder masks attention to a window (Mistral-style configs, Qwen2 with it on)."""
+    window = getattr(text_config, "sliding_window", None)
+    return bool(window) and getattr(text_config, "use_sliding_window", True) is not False
 
 
 def with_ort_variant(folder: Path, info: GraphInfo, decoder: DecoderInfo) -> GraphInfo:

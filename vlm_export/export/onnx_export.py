@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from vlm_export.export.graph_passes import fuse_sibling_matmuls
 from vlm_export.export.patches import export_patches
 from vlm_export.manifest import GraphInfo, TensorInfo, sha256_file
 from vlm_export.models.base import GraphExport
@@ -113,6 +114,7 @@ def export_graph(graph: GraphExport, folder: Path, opset: int = DEFAULT_OPSET) -
     program.save(str(path), external_data=external)
     model = onnx.load(str(path), load_external_data=False)
     _name_dynamic_axes(model, graph)
+    fuse_sibling_matmuls(model)  # embedded weights only: external-data ones stay as exported
     onnx.save(model, str(path))  # external-data references, if any, are kept as they are
     onnx.checker.check_model(str(path), full_check=False)
     files = [path] + [folder / name for name in _external_files(model)]

@@ -53,7 +53,7 @@ def quantize_folder(
                 openvino=None,  # the IR (if any) was made from the fp32 graph and is not copied
                 onnxruntime=None,
             )
-        if DECODER in graphs:
+        if DECODER in graphs and manifest.graphs[DECODER].onnxruntime:  # convert decided it applies
             from vlm_export.export.convert import with_ort_variant
 
             step(f"{DECODER}: onnxruntime in-place KV variant")

@@ -11,7 +11,9 @@ positions, in order. The decoder graph takes an explicit KV cache; prefill start
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ class Timings:
     stages: dict[str, float] = field(default_factory=dict)
     decode_steps: list[float] = field(default_factory=list)
     token_times: list[float] = field(default_factory=list)
+    cached_images: int = 0  # images whose embeddings came from the pipeline's cache
 
     @contextmanager
     def measure(self, stage: str) -> Iterator[None]:
@@ -51,6 +54,7 @@ class Timings:
     def as_dict(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {k: round(v, 6) for k, v in self.stages.items()}
         out["decode_tokens"] = len(self.decode_steps)
+        out["cached_images"] = self.cached_images
         if self.decode_steps:
             out["decode"] = round(sum(self.decode_steps), 6)
             out["decode_s_per_token"] = round(float(np.median(self.decode_steps)), 6)
@@ -67,6 +71,7 @@ class PreparedInputs:
     input_ids: np.ndarray  # (1, sequence) int64
     pixel_values: np.ndarray | None  # (tiles, channels, height, width) float32, all images in order
     prompt: str  # the text that was tokenized (template applied, placeholders expanded)
+    images: list[tuple[str, int]] = field(default_factory=list)  # (content key, tiles) per image, in order
 
 
 @dataclass
@@ -106,10 +111,18 @@ class VLMPipeline:
     """Loads an exported folder and generates text from a prompt and images."""
 
     def __init__(
-        self, folder: Path, manifest: Manifest, graphs: dict[str, Graph], backend_info: dict, vision_batch: int = 1
+        self,
+        folder: Path,
+        manifest: Manifest,
+        graphs: dict[str, Graph],
+        backend_info: dict,
+        vision_batch: int = 1,
+        image_cache: int = 4,
     ) -> None:
         self.folder = folder
         self.vision_batch = vision_batch
+        self.image_cache_size = image_cache
+        self._image_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.manifest = manifest
         self.graphs = graphs
         self.backend_info = backend_info
@@ -130,6 +143,7 @@ class VLMPipeline:
         verify: bool = True,
         vision_batch: int = 1,
         backend_options: dict | None = None,
+        image_cache: int = 4,
     ) -> VLMPipeline:
         """Load ``folder`` (the output of ``vlm-export convert``).
 
@@ -141,6 +155,9 @@ class VLMPipeline:
         ``vision_batch`` is how many image tiles go through the vision encoder per call. One at a time is
         both faster and far leaner on CPUs: SmolVLM-256M shapes, 17 tiles of 512 px, 2 threads: 25.1 s
         and 1.3 GiB peak one by one, 30.2 s / 1.7 GiB by 4, 36.0 s / 3.3 GiB all at once.
+
+        ``image_cache`` is how many images' projected embeddings are kept, keyed by their decoded pixels, so
+        a follow-up question about the same picture skips the vision encoder (0 turns it off).
         """
         folder = Path(folder)
         manifest = Manifest.load(folder)
@@ -152,7 +169,9 @@ class VLMPipeline:
             role: runner.load(folder / info.file, info, manifest.decoder if role == DECODER else None)
             for role, info in manifest.graphs.items()
         }
-        return cls(folder, manifest, graphs, runner.describe(), vision_batch=max(1, vision_batch))
+        return cls(
+            folder, manifest, graphs, runner.describe(), vision_batch=max(1, vision_batch), image_cache=image_cache
+        )
 
     # ---- stages ----------------------------------------------------------------------------------
     def preprocess(self, images: Sequence[ImageInput]) -> list[ProcessedImage]:
@@ -164,7 +183,13 @@ class VLMPipeline:
                 f"this model takes at most {limit} image(s) per prompt, {len(images)} were given",
                 fix="ask about one image at a time",
             )
-        return [self.preprocessor(load_image(image)) for image in images]
+        processed = []
+        for image in images:
+            decoded = load_image(image)
+            item = self.preprocessor(decoded)
+            item.key = _image_key(decoded)
+            processed.append(item)
+        return processed
 
     def tokenize(self, prompt: str, processed: Sequence[ProcessedImage], raw: bool = False) -> tuple[np.ndarray, str]:
         """Chat mode (default) puts one placeholder per image before the prompt, as transformers does.
@@ -250,21 +275,43 @@ class VLMPipeline:
         with timings.measure("tokenize"):
             input_ids, text = self.tokenize(prompt, processed, raw=raw)
         pixel_values = np.concatenate([p.pixel_values for p in processed]) if processed else None
-        return PreparedInputs(input_ids=input_ids, pixel_values=pixel_values, prompt=text)
+        images = [(p.key, len(p.pixel_values)) for p in processed]
+        return PreparedInputs(input_ids=input_ids, pixel_values=pixel_values, prompt=text, images=images)
 
     def prefill_embeds(self, prepared: PreparedInputs, timings: Timings | None = None) -> np.ndarray:
         """Vision, projector, embedding and merge: the decoder's input for the whole prompt."""
         timings = timings or Timings()
         image_embeds = None
         if prepared.pixel_values is not None:
-            with timings.measure("vision_encoder"):
-                features = self.encode_images(prepared.pixel_values)
-            with timings.measure("projector"):
-                image_embeds = self.project(features)
+            image_embeds = self.image_embeds(prepared, timings)
         with timings.measure("embed"):
             embeds = self.embed(prepared.input_ids)
         with timings.measure("merge"):
             return self.merge(embeds, prepared.input_ids, image_embeds)
+
+    def image_embeds(self, prepared: PreparedInputs, timings: Timings) -> np.ndarray:
+        """Vision encoder and projector per image, or the cached result for an image seen before."""
+        images = prepared.images or [("", len(prepared.pixel_values))]
+        parts, start = [], 0
+        for key, tiles in images:
+            pixels = prepared.pixel_values[start : start + tiles]
+            start += tiles
+            cached = self._image_cache.get(key) if key else None
+            if cached is not None:
+                self._image_cache.move_to_end(key)
+                timings.cached_images += 1
+                parts.append(cached)
+                continue
+            with timings.measure("vision_encoder"):
+                features = self.encode_images(pixels)
+            with timings.measure("projector"):
+                projected = self.project(features)
+            if key and self.image_cache_size > 0:
+                self._image_cache[key] = projected
+                while len(self._image_cache) > self.image_cache_size:
+                    self._image_cache.popitem(last=False)
+            parts.append(projected)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def generate_ids(
         self,
@@ -396,6 +443,14 @@ class VLMPipeline:
 
     def describe(self) -> dict:
         return {"folder": str(self.folder), "family": self.manifest.family, **self.backend_info}
+
+
+def _image_key(image) -> str:
+    """A digest of the decoded pixels (mode and size included): equal pictures share an embedding."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{image.mode}:{image.size}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 def _append(text: str, piece: str, stop: Sequence[str]) -> tuple[str, str, str | None]:

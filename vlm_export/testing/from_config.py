@@ -6,14 +6,22 @@ folders hold config, tokenizer, processor and chat template; this adds seeded ra
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def checkpoint_from_config(config_dir: Path, out: Path, seed: int = 0) -> Path:
-    """Write ``out`` = the files of ``config_dir`` plus random weights; reuses ``out`` if complete."""
+def checkpoint_from_config(
+    config_dir: Path, out: Path, seed: int = 0, preprocessor: dict[str, Any] | None = None
+) -> Path:
+    """Write ``out`` = the files of ``config_dir`` plus random weights; reuses ``out`` if complete.
+
+    ``preprocessor`` overrides keys of ``preprocessor_config.json`` (``{"do_image_splitting": False}``
+    for the one-tile SmolVLM bench), so every tool that reads the checkpoint sees the same setting.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -29,6 +37,9 @@ def checkpoint_from_config(config_dir: Path, out: Path, seed: int = 0) -> Path:
     for item in config_dir.iterdir():
         if item.is_file() and item.name != "config.json":
             shutil.copyfile(item, tmp / item.name)  # not copy2: shared/ files are read-only
+    if preprocessor:
+        path = tmp / "preprocessor_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **preprocessor}, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

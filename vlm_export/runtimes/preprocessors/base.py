@@ -25,6 +25,7 @@ class ProcessedImage:
     prompt_text: str  # what replaces this image's placeholder in the prompt
     # the same as token ids, where tokenizing prompt_text would not give the processor's ids (Fuyu)
     prompt_ids: list[int] | None = None
+    key: str = ""  # content hash of the decoded image (set by the pipeline; keys its embedding cache)
 
 
 class ImagePreprocessor(ABC):
