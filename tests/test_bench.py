@@ -162,3 +162,29 @@ def test_environment_names_arm_cores_and_isa(tmp_path):
     assert info["isa"] == ["NEON", "NEON-DOTPROD"]
     cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_tile\n")
     assert cpu_info(cpuinfo)["isa"] == ["AVX2", "AVX-512", "AVX512-VNNI", "AMX"]
+
+
+def test_recommendation_picks_the_faster_backend_per_precision():
+    from vlm_export.report.bench import recommend
+
+    def config(name, backend, precision, tok_s, ttft, kind="vlm-export"):
+        return {
+            "name": name,
+            "kind": kind,
+            "decoder_precision": precision,
+            "backend": {"backend": backend, "weights": precision},
+            "metrics": {"decode_tokens_per_s": {"median": tok_s}, "ttft": {"median": ttft}},
+        }
+
+    configs = [
+        config("a", "onnxruntime", "fp32", 40.0, 2.0),
+        config("b", "openvino", "fp32", 20.0, 1.5),
+        config("c", "onnxruntime", "int8", 90.0, 1.0),
+        config("d", "openvino", "int8", 30.0, 1.2),
+        config("peer", "optimum-intel", "int8", 200.0, 0.1, kind="optimum-intel"),  # not one of ours
+        config("e", "onnxruntime", "int4", 99.0, 1.0),  # one backend only: nothing to choose
+    ]
+    picked = recommend(configs)
+    assert picked["per_precision"] == {"fp32": {"decode": "a", "ttft": "b"}, "int8": {"decode": "c", "ttft": "c"}}
+    assert picked["backend"] == "onnxruntime"
+    assert recommend(configs[:1]) is None

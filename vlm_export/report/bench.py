@@ -301,6 +301,29 @@ def run_bench(
         "bandwidth": bandwidth,
         "baseline": baseline,
         "configurations": configurations,
+        "recommended": recommend(configurations),
     }
     write_outputs(report, out_dir)
     return report
+
+
+def recommend(configurations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which of our backends to use on this CPU: per decoder precision run on more than one backend, the
+    fastest decode and the fastest time to first token; overall, the backend that wins most of them."""
+    ours = [c for c in configurations if c["kind"] == "vlm-export" and "error" not in c]
+    by_precision: dict[str, list[dict[str, Any]]] = {}
+    for config in ours:
+        by_precision.setdefault(precision_class(config), []).append(config)
+    per_precision = {}
+    wins: dict[str, int] = {}
+    for precision, group in by_precision.items():
+        if len({c["backend"]["backend"] for c in group}) < 2:
+            continue
+        decode = max(group, key=lambda c: c["metrics"].get("decode_tokens_per_s", {}).get("median") or 0.0)
+        ttft = min(group, key=lambda c: c["metrics"].get("ttft", {}).get("median") or float("inf"))
+        per_precision[precision] = {"decode": decode["name"], "ttft": ttft["name"]}
+        for winner in (decode, ttft):
+            wins[winner["backend"]["backend"]] = wins.get(winner["backend"]["backend"], 0) + 1
+    if not per_precision:
+        return None
+    return {"backend": max(wins, key=wins.get), "per_precision": per_precision}

@@ -90,6 +90,7 @@ def markdown(report: dict[str, Any]) -> str:
         "decoder bytes per token x tokens/s / bandwidth",
         f"- ratios against: {report['baseline']} (x > 1 is faster; RSS x < 1 is smaller); 'x peer' columns:"
         " against optimum-intel (OpenVINO, f32 inference hint) at the same decoder weight precision",
+        *_recommendation(report.get("recommended")),
         "",
         "| configuration | " + " | ".join(name for name, _ in COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),
@@ -114,6 +115,16 @@ def markdown(report: dict[str, Any]) -> str:
             parts = [f"{role} {mb:.1f} ({config['precision'][role]})" for role, mb in config["graph_mb"].items()]
             lines.append(f"- {config['name']}: " + ", ".join(parts))
     return "\n".join(lines) + "\n"
+
+
+def _recommendation(recommended: dict[str, Any] | None) -> list[str]:
+    if not recommended:
+        return []
+    detail = "; ".join(
+        f"{precision}: decode {picks['decode']}, TTFT {picks['ttft']}"
+        for precision, picks in recommended["per_precision"].items()
+    )
+    return [f"- recommended backend on this CPU: **{recommended['backend']}** ({detail})"]
 
 
 def _stage_names(report: dict[str, Any]) -> list[str]:
