@@ -16,6 +16,8 @@ run on the openvino backend); compare_optimum_intel (bool) and optimum_weights (
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -43,21 +45,25 @@ def main(definition: Path) -> int:
     checkpoint = checkpoint_from_config(
         config_dir, work / "checkpoint", seed=model["seed"], preprocessor=model.get("preprocessor")
     )
+    stamp = _export_stamp(model)
     fp32 = work / "fp32"
     cli = [sys.executable, "-m", "vlm_export"]
-    if not (fp32 / "manifest.json").is_file():
+    if not _fresh(fp32, stamp):
         subprocess.run([*cli, "convert", str(checkpoint), str(fp32), "--overwrite"], check=True)
+        _mark(fp32, stamp)
     folders = [str(fp32)]
     for preset in run.get("variants", []):
         folder = work / preset
-        if not (folder / "manifest.json").is_file():
+        if not _fresh(folder, stamp):
             subprocess.run([*cli, "quantize", str(fp32), str(folder), "--quant", preset, "--overwrite"], check=True)
+            _mark(folder, stamp)
         folders.append(str(folder))
     for preset in run.get("openvino_variants", []):
         folder = work / f"openvino-{preset}"
-        if not (folder / "manifest.json").is_file():
+        if not _fresh(folder, stamp):
             quant = [] if preset == "fp32" else ["--quant", preset]
             subprocess.run([*cli, "to-openvino", str(fp32), str(folder), *quant, "--overwrite"], check=True)
+            _mark(folder, stamp)
         folders.append(f"{folder}@openvino")
     command = [
         *cli,
@@ -81,6 +87,28 @@ def main(definition: Path) -> int:
     if run.get("compare_optimum_intel"):
         command += ["--compare-optimum-intel", str(checkpoint), "--optimum-weights", ",".join(run["optimum_weights"])]
     return subprocess.run(command).returncode
+
+
+STAMP = ".bench-stamp"
+EXPORT_CODE = ("export", "quantize", "models")  # what an exported folder depends on
+
+
+def _export_stamp(model: dict) -> str:
+    """Exports are reused only while the code that wrote them and the model settings are unchanged."""
+    digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode())
+    for part in EXPORT_CODE:
+        for path in sorted((ROOT / "vlm_export" / part).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _fresh(folder: Path, stamp: str) -> bool:
+    marker = folder / STAMP
+    return (folder / "manifest.json").is_file() and marker.is_file() and marker.read_text() == stamp
+
+
+def _mark(folder: Path, stamp: str) -> None:
+    (folder / STAMP).write_text(stamp)
 
 
 if __name__ == "__main__":

@@ -186,5 +186,8 @@ def test_recommendation_picks_the_faster_backend_per_precision():
     ]
     picked = recommend(configs)
     assert picked["per_precision"] == {"fp32": {"decode": "a", "ttft": "b"}, "int8": {"decode": "c", "ttft": "c"}}
-    assert picked["backend"] == "onnxruntime"
+    assert picked["backend"] == "onnxruntime"  # two decode wins against none
     assert recommend(configs[:1]) is None
+    split = [config("a", "onnxruntime", "fp32", 40.0, 2.0), config("b", "openvino", "fp32", 30.0, 1.0)]
+    split += [config("c", "onnxruntime", "int8", 50.0, 1.0), config("d", "openvino", "int8", 60.0, 2.0)]
+    assert recommend(split)["backend"] is None  # one decode win and one TTFT win each: a tie

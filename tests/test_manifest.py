@@ -105,3 +105,14 @@ def test_missing_graph_file(tmp_path):
     (tmp_path / "embed_tokens.onnx").unlink()
     with pytest.raises(ManifestError, match="embed_tokens graph file embed_tokens.onnx is missing"):
         manifest.verify_files(tmp_path, check_hashes=False)
+
+
+def test_keys_added_by_a_newer_version_are_ignored(tmp_path):
+    """Optional keys need no format bump: a manifest with unknown decoder and graph keys still loads."""
+    manifest = make_manifest(tmp_path)
+    manifest.save(tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["decoder"]["some_future_field"] = 1
+    data["graphs"]["decoder"]["another_future_field"] = {"x": 1}
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    assert Manifest.load(tmp_path) == manifest

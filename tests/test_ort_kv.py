@@ -102,3 +102,17 @@ def test_quantized_decoders_get_their_own_variant(exported, tmp_path, spec):
     shared = VLMPipeline.from_pretrained(out).generate(PROMPT, images, max_new_tokens=16, min_new_tokens=16)
     explicit = VLMPipeline.from_pretrained(out, backend_options={"kv_cache": "explicit"})
     assert shared.token_ids == explicit.generate(PROMPT, images, max_new_tokens=16, min_new_tokens=16).token_ids
+
+
+def test_interleaved_requests_on_one_in_place_cache_are_refused(exported):
+    """The in-place decoder holds one request's cache: a stale request must fail loudly, not mix caches."""
+    from vlm_export.errors import PromptError
+
+    pipe = VLMPipeline.from_pretrained(exported(sorted(TINY)[0]))
+    images = [picture(6, (40, 40))]
+    first = pipe.generate_ids(pipe.prepare("First?", images), max_new_tokens=10, min_new_tokens=10)
+    next(first)  # prefill done, first token out
+    second = pipe.generate("Second?", images, max_new_tokens=4, min_new_tokens=4)  # starts a new cache
+    assert len(second.token_ids) == 4
+    with pytest.raises(PromptError, match="one at a time"):
+        next(first)

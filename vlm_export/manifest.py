@@ -171,7 +171,7 @@ class Manifest:
                 graphs={role: _graph_from_dict(g) for role, g in data["graphs"].items()},
                 image=ImageTokens(**data["image"]) if data.get("image") else None,
                 preprocessing=data.get("preprocessing"),
-                decoder=DecoderInfo(**data["decoder"]),
+                decoder=_known(DecoderInfo, data["decoder"]),
                 text=TextInfo(**data["text"]),
                 source=SourceInfo(**data["source"]),
                 validation=data.get("validation"),
@@ -230,6 +230,12 @@ class Manifest:
             return self.graphs[role]
         except KeyError:
             raise ManifestError(f"this export has no {role} graph") from None
+
+
+def _known(cls, data: dict[str, Any]):
+    """``cls`` from ``data``, ignoring keys a newer vlm-export added (optional keys need no format bump)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def _graph_from_dict(data: dict[str, Any]) -> GraphInfo:

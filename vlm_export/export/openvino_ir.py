@@ -142,8 +142,8 @@ def openvino_model(onnx_path: Path, scratch: Path):
     data_files = {
         entry.value for tensor in model.graph.initializer for entry in tensor.external_data if entry.key == "location"
     }
-    for name in data_files:  # external-data paths are relative to the model file
-        _link_or_copy(onnx_path.parent / name, scratch / name)
+    for name in data_files:  # external-data paths are relative to the model file; OpenVINO reads a link
+        _link_or_symlink(onnx_path.parent / name, scratch / name)
     onnx.save(model, str(copy))
     try:
         converted = ov.convert_model(str(copy))
@@ -233,6 +233,13 @@ def to_openvino(
             )
         manifest.save(tmp)
     return manifest
+
+
+def _link_or_symlink(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        dst.symlink_to(src.resolve())
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -11,7 +11,9 @@ external-data file, so the variant costs a few hundred kilobytes beside the port
 
 The variant serves batch 1 (GroupQueryAttention derives positions from ``seqlens_k``, which left
 padding would break); the runtime's onnxruntime backend uses it for generation and keeps the portable
-graph for everything else.
+graph for everything else. It assumes the exported mask is the causal one transformers builds for a
+decoder (convert skips sliding-window decoders); the parity gate generates through the variant and the
+tests compare its logits with the portable graph's for every family.
 """
 
 from __future__ import annotations
@@ -67,13 +69,18 @@ def shared_kv_graph(model: onnx.ModelProto, num_heads: int, num_kv_heads: int, h
 
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input, *graph.output]}
     prelude, (seqlens, total) = _sequence_inputs()
-    replaced: dict[str, list[onnx.NodeProto]] = {}
+    replaced: dict[int, list[onnx.NodeProto]] = {}
     removed: set[str] = set()
     shape_3d = numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "kv_rewrite_shape_bsh")
     shape_4d = numpy_helper.from_array(np.array([0, 0, num_heads, head_dim], dtype=np.int64), "kv_rewrite_shape_bsnh")
     for index, node in enumerate(attention):
         if len(node.input) < 3 or len(node.output) != 1 or _attr(node, "qk_matmul_output_mode", 0) != 0:
             raise NotRewritable(f"{node.name}: unexpected Attention signature")
+        masked = len(node.input) > 3 and bool(node.input[3])
+        if not masked and not _attr(node, "is_causal", 0):
+            raise NotRewritable(f"{node.name}: attention is not causal (GroupQueryAttention always is)")
+        if len(node.input) > 4 and any(node.input[4:]):
+            raise NotRewritable(f"{node.name}: Attention takes its own past/present inputs")
         query, key_all, value_all = node.input[:3]
         concats = [producers.get(key_all), producers.get(value_all)]
         if any(c is None or c.op_type != "Concat" or len(c.input) != 2 for c in concats):
@@ -110,14 +117,14 @@ def shared_kv_graph(model: onnx.ModelProto, num_heads: int, num_kv_heads: int, h
         else:
             new_nodes.append(helper.make_node("Reshape", [f"{tag}_out_bsh", shape_4d.name], [f"{tag}_out_bsnh"]))
             new_nodes.append(helper.make_node("Transpose", [f"{tag}_out_bsnh"], [node.output[0]], perm=[0, 2, 1, 3]))
-        replaced[node.name] = new_nodes
+        replaced[id(node)] = new_nodes
         removed.update(id(c) for c in concats)
 
     nodes = list(prelude)
     for node in graph.node:
         if id(node) in removed:
             continue
-        nodes.extend(replaced.get(node.name, [node]) if node.op_type == "Attention" else [node])
+        nodes.extend(replaced.get(id(node), [node]))
     del graph.node[:]
     graph.node.extend(_live(nodes, {o.name for o in graph.output}))
     graph.initializer.extend([shape_3d, shape_4d])

@@ -47,7 +47,7 @@ class SmolVLMFamily(Idefics3Family):
 
         try:
             return AutoProcessor.from_pretrained(source, use_fast=False)
-        except (ImportError, ModuleNotFoundError, ValueError):
+        except ImportError:  # transformers raises ModuleNotFoundError for the torchvision-only module
             return image_processor_equivalent(source)
 
     @classmethod
@@ -77,7 +77,14 @@ def image_processor_equivalent(source: str) -> Any:
             )
         if tokenizer.convert_tokens_to_ids(value) in (None, tokenizer.unk_token_id):
             raise ModelLoadError(f"{source}'s tokenizer has no {value} token")
-    return Idefics3Processor.from_pretrained(source, use_fast=False)  # reads processor_config.json
+    extra = list(tokenizer.additional_special_tokens)
+    processor = Idefics3Processor.from_pretrained(source, use_fast=False)  # reads processor_config.json
+    # Idefics3Processor re-registers its three tokens as *the* additional special tokens; SmolVLMProcessor
+    # leaves the tokenizer's list alone, so put the checkpoint's list back (the manifest records it)
+    tokens = processor.tokenizer
+    kept = extra + [t for t in tokens.additional_special_tokens if t not in extra]
+    tokens.add_special_tokens({"additional_special_tokens": kept}, replace_additional_special_tokens=True)
+    return processor
 
 
 # Same words as SmolVLM2's chat template: "User:" before an image, "User: " before text.

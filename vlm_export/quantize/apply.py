@@ -56,8 +56,11 @@ def quantize_folder(
         if DECODER in graphs and manifest.graphs[DECODER].onnxruntime:  # convert decided it applies
             from vlm_export.export.convert import with_ort_variant
 
-            step(f"{DECODER}: onnxruntime in-place KV variant")
             graphs[DECODER] = with_ort_variant(tmp, graphs[DECODER], manifest.decoder)
+            if graphs[DECODER].onnxruntime:
+                step(f"{DECODER}: onnxruntime in-place KV variant written")
+            else:  # fp16 decoders cast the cache around the Concat, which the rewrite does not follow
+                step(f"{DECODER}: keeps the explicit KV cache on onnxruntime (no in-place variant for this graph)")
         quantized = replace(
             manifest,
             graphs=graphs,

@@ -309,21 +309,24 @@ def run_bench(
 
 def recommend(configurations: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Which of our backends to use on this CPU: per decoder precision run on more than one backend, the
-    fastest decode and the fastest time to first token; overall, the backend that wins most of them."""
+    fastest decode and the fastest time to first token; overall, the backend with the most decode wins
+    (then TTFT wins), or None on a tie."""
     ours = [c for c in configurations if c["kind"] == "vlm-export" and "error" not in c]
     by_precision: dict[str, list[dict[str, Any]]] = {}
     for config in ours:
         by_precision.setdefault(precision_class(config), []).append(config)
     per_precision = {}
-    wins: dict[str, int] = {}
+    wins: dict[str, list[int]] = {}  # backend -> [decode wins, TTFT wins]
     for precision, group in by_precision.items():
         if len({c["backend"]["backend"] for c in group}) < 2:
             continue
         decode = max(group, key=lambda c: c["metrics"].get("decode_tokens_per_s", {}).get("median") or 0.0)
         ttft = min(group, key=lambda c: c["metrics"].get("ttft", {}).get("median") or float("inf"))
         per_precision[precision] = {"decode": decode["name"], "ttft": ttft["name"]}
-        for winner in (decode, ttft):
-            wins[winner["backend"]["backend"]] = wins.get(winner["backend"]["backend"], 0) + 1
+        for slot, winner in enumerate((decode, ttft)):
+            wins.setdefault(winner["backend"]["backend"], [0, 0])[slot] += 1
     if not per_precision:
         return None
-    return {"backend": max(wins, key=wins.get), "per_precision": per_precision}
+    ranked = sorted(wins.items(), key=lambda item: item[1], reverse=True)  # decode wins first, then TTFT
+    tied = len(ranked) > 1 and ranked[0][1] == ranked[1][1]
+    return {"backend": None if tied else ranked[0][0], "per_precision": per_precision}

@@ -124,7 +124,8 @@ def _recommendation(recommended: dict[str, Any] | None) -> list[str]:
         f"{precision}: decode {picks['decode']}, TTFT {picks['ttft']}"
         for precision, picks in recommended["per_precision"].items()
     )
-    return [f"- recommended backend on this CPU: **{recommended['backend']}** ({detail})"]
+    overall = f"**{recommended['backend']}**" if recommended["backend"] else "no single backend (a tie)"
+    return [f"- recommended backend on this CPU: {overall} ({detail})"]
 
 
 def _stage_names(report: dict[str, Any]) -> list[str]:

@@ -6,7 +6,9 @@ Flow of one request (each step is its own method, so reports can time it):
                                                                                   \\-> sample  -/
 
 Images and text meet in :meth:`merge`: the projector's rows replace the embeddings at the image-token
-positions, in order. The decoder graph takes an explicit KV cache; prefill starts from an empty one.
+positions, in order. The decoder graph takes the KV cache as inputs/outputs, or keeps it itself
+(onnxruntime's in-place variant, OpenVINO's stateful model); prefill starts from an empty one. A pipeline
+serves one request at a time.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class VLMPipeline:
         self.vision_batch = vision_batch
         self.image_cache_size = image_cache
         self._image_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._kv_owner: KVCache | None = None  # the request whose cache a holds_kv_cache decoder has
         self.manifest = manifest
         self.graphs = graphs
         self.backend_info = backend_info
@@ -187,7 +190,7 @@ class VLMPipeline:
         for image in images:
             decoded = load_image(image)
             item = self.preprocessor(decoded)
-            item.key = _image_key(decoded)
+            item.key = _image_key(decoded) if self.image_cache_size > 0 else ""
             processed.append(item)
         return processed
 
@@ -258,6 +261,12 @@ class VLMPipeline:
         if graph.holds_kv_cache:  # the cache lives in the graph; a new request starts an empty one
             if cache.length == 0:
                 graph.reset_kv_cache(inputs_embeds.shape[0])
+                self._kv_owner = cache
+            elif self._kv_owner is not cache:
+                raise PromptError(
+                    "this pipeline's decoder holds the KV cache of a newer request; it serves one at a time",
+                    fix="finish one generation before starting the next, or load one pipeline per conversation",
+                )
             outputs = graph.run(feeds)
             cache.length += seq
         else:
@@ -307,6 +316,7 @@ class VLMPipeline:
             with timings.measure("projector"):
                 projected = self.project(features)
             if key and self.image_cache_size > 0:
+                projected.flags.writeable = False  # shared with later requests
                 self._image_cache[key] = projected
                 while len(self._image_cache) > self.image_cache_size:
                     self._image_cache.popitem(last=False)

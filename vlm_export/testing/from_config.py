@@ -27,6 +27,7 @@ def checkpoint_from_config(
 
     config_dir, out = Path(config_dir), Path(out)
     if (out / "config.json").is_file() and any((out / w).exists() for w in WEIGHT_FILES):
+        _write_processor_settings(config_dir, out, preprocessor)  # the weights stay; settings may change
         return out
     config = AutoConfig.from_pretrained(config_dir)
     torch.manual_seed(seed)
@@ -37,9 +38,16 @@ def checkpoint_from_config(
     for item in config_dir.iterdir():
         if item.is_file() and item.name != "config.json":
             shutil.copyfile(item, tmp / item.name)  # not copy2: shared/ files are read-only
-    if preprocessor:
-        path = tmp / "preprocessor_config.json"
-        path.write_text(json.dumps({**json.loads(path.read_text()), **preprocessor}, indent=2) + "\n")
+    _write_processor_settings(config_dir, tmp, preprocessor)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def _write_processor_settings(config_dir: Path, folder: Path, preprocessor: dict[str, Any] | None) -> None:
+    """preprocessor_config.json = the shared one with ``preprocessor``'s keys replaced."""
+    source = config_dir / "preprocessor_config.json"
+    if not source.is_file():
+        return
+    settings = {**json.loads(source.read_text()), **(preprocessor or {})}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings, indent=2) + "\n")

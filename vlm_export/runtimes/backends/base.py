@@ -21,7 +21,8 @@ class Graph(ABC):
 
     input_names: list[str]
     output_names: list[str]
-    # True when the graph keeps the decoder's KV cache itself (OpenVINO stateful models): the pipeline
+    # True when the graph keeps the decoder's KV cache itself (onnxruntime's in-place variant, OpenVINO
+    # stateful models): the pipeline
     # then feeds no past tensors, reads no present tensors, and calls reset_kv_cache for each new request.
     holds_kv_cache: bool = False
 
