@@ -9,7 +9,9 @@ Writes report.md and report.json under --out; the fp32 export and every variant 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from vlm_export.export.convert import convert
@@ -25,6 +27,14 @@ ONNXRUNTIME = ["fp16", "int8", "int4", "decoder=int4:block=32,vision=int8,projec
 OPENVINO = ["fp32", "int8", "decoder=int4:block=32,vision=int8,projector=int8", "decoder=int4:block=128"]
 
 
+def _code_stamp() -> str:
+    digest = hashlib.sha256()
+    for part in ("export", "quantize", "models", "shapes"):
+        for path in sorted((ROOT / "vlm_export" / part).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _folder_mb(folder: Path, files: list[str]) -> float:
     return sum((folder / name).stat().st_size for name in files) / 1e6
 
@@ -35,7 +45,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench" / "quant-accuracy")
     args = parser.parse_args()
     out: Path = args.out
+    stamp = _code_stamp()
+    if (out / ".stamp").is_file() and (out / ".stamp").read_text() != stamp:
+        shutil.rmtree(out)  # exports made by other code: measure the current one
     out.mkdir(parents=True, exist_ok=True)
+    (out / ".stamp").write_text(stamp)
     fp32 = out / "fp32"
     if not (fp32 / "manifest.json").is_file():
         convert(DEFAULT_MODEL, fp32, overwrite=True)
