@@ -134,6 +134,7 @@ def test_demo_answers_with_ground_truth(tmp_path):
     result = cli("demo", "--cache", str(tmp_path / "demo"), check=True)
     assert result.stdout.count("Q:") == 3
     assert "truth" in result.stdout and "TTFT" in result.stdout
+    assert result.stdout.count("cached") == 4  # questions 2 and 3 reuse the picture's embeddings
     again = cli("demo", "--cache", str(tmp_path / "demo"), check=True)  # cached: no second conversion
     assert "exporting" not in again.stderr
 

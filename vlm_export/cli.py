@@ -525,8 +525,11 @@ def demo(
             answer.result.text,
             answer.truth,
             "[green]✓[/]" if answer.correct else "[red]✗[/]",
-            f"{1000 * t.get('vision_encoder', 0):.2f}",
-            f"{1000 * t.get('projector', 0):.2f}",
+            *(
+                ("cached", "cached")  # the same picture as an earlier question: embeddings reused
+                if t.get("cached_images") and "vision_encoder" not in t
+                else (f"{1000 * t.get('vision_encoder', 0):.2f}", f"{1000 * t.get('projector', 0):.2f}")
+            ),
             f"{1000 * t.get('prefill', 0):.2f}",
             f"{1000 * t.get('ttft', 0):.2f}",
             f"{t['decode_tokens_per_s']:.0f}" if t.get("decode_tokens_per_s") else "- (1 token)",
