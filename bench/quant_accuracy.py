@@ -9,10 +9,11 @@ Writes report.md and report.json under --out; the fp32 export and every variant 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
+
+from run import EXPORT_CODE, export_stamp  # bench/run.py, beside this script
 
 from vlm_export.export.convert import convert
 from vlm_export.export.openvino_ir import to_openvino
@@ -27,14 +28,6 @@ ONNXRUNTIME = ["fp16", "int8", "int4", "decoder=int4:block=32,vision=int8,projec
 OPENVINO = ["fp32", "int8", "decoder=int4:block=32,vision=int8,projector=int8", "decoder=int4:block=128"]
 
 
-def _code_stamp() -> str:
-    digest = hashlib.sha256()
-    for part in ("export", "quantize", "models", "shapes"):
-        for path in sorted((ROOT / "vlm_export" / part).rglob("*.py")):
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def _folder_mb(folder: Path, files: list[str]) -> float:
     return sum((folder / name).stat().st_size for name in files) / 1e6
 
@@ -45,7 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench" / "quant-accuracy")
     args = parser.parse_args()
     out: Path = args.out
-    stamp = _code_stamp()
+    stamp = export_stamp({}, (*EXPORT_CODE, "shapes"))
     if (out / ".stamp").is_file() and (out / ".stamp").read_text() != stamp:
         shutil.rmtree(out)  # exports made by other code: measure the current one
     out.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def main(definition: Path) -> int:
     checkpoint = checkpoint_from_config(
         config_dir, work / "checkpoint", seed=model["seed"], preprocessor=model.get("preprocessor")
     )
-    stamp = _export_stamp(model)
+    stamp = export_stamp(model)
     fp32 = work / "fp32"
     cli = [sys.executable, "-m", "vlm_export"]
     if not _fresh(fp32, stamp):
@@ -93,10 +93,11 @@ STAMP = ".bench-stamp"
 EXPORT_CODE = ("export", "quantize", "models")  # what an exported folder depends on
 
 
-def _export_stamp(model: dict) -> str:
-    """Exports are reused only while the code that wrote them and the model settings are unchanged."""
-    digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode())
-    for part in EXPORT_CODE:
+def export_stamp(settings: dict, parts: tuple[str, ...] = EXPORT_CODE) -> str:
+    """Exports are reused only while the code that wrote them (``vlm_export/<part>/``) and the settings
+    are unchanged."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for part in parts:
         for path in sorted((ROOT / "vlm_export" / part).rglob("*.py")):
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -153,14 +153,25 @@ _TEMPLATE = (
 )
 
 
-def _build_tiny(folder: Path, seed: int, splitting: bool) -> None:
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+# The tiny image processor: 64 px longest edge split into 32 px tiles (patch 4, pixel shuffle x2 -> 16 tokens)
+TINY_IMAGE_SETTINGS: dict[str, Any] = {
+    "size": {"longest_edge": 64},
+    "max_image_size": {"longest_edge": 32},
+    "resample": 1,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+}
+TINY_TOKENS_PER_TILE = (32 // 4) ** 2 // 2**2
 
-    from vlm_export.testing.tokenizer import byte_level_tokenizer, hf_fast_tokenizer
+
+def save_tiny_model(config_cls: type, model_cls: type, folder: Path, seed: int):
+    """The tiny Idefics3-shaped model (SigLIP-style 2 layers at 32 px, Llama decoder with GQA), seeded
+    and saved with its generation config; returns the byte-level tokenizer its vocabulary comes from.
+    Shared with SmolVLM, whose model is the same under another class name."""
+    from vlm_export.testing.tokenizer import byte_level_tokenizer
 
     tokenizer = byte_level_tokenizer(_SPECIALS, bos_token="<|im_start|>")
-    vocab = tokenizer.get_vocab_size()
-    config = Idefics3Config(
+    config = config_cls(
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -171,7 +182,7 @@ def _build_tiny(folder: Path, seed: int, splitting: bool) -> None:
         },
         text_config={
             "model_type": "llama",
-            "vocab_size": vocab,
+            "vocab_size": tokenizer.get_vocab_size(),
             "hidden_size": 64,
             "intermediate_size": 128,
             "num_hidden_layers": 2,
@@ -188,27 +199,31 @@ def _build_tiny(folder: Path, seed: int, splitting: bool) -> None:
         pad_token_id=2,
         tie_word_embeddings=False,
     )
-    config.architectures = ["Idefics3ForConditionalGeneration"]
+    config.architectures = [model_cls.__name__]
     torch.manual_seed(seed)
-    model = Idefics3ForConditionalGeneration(config).eval()
+    model = model_cls(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     model.generation_config.eos_token_id = 3
     model.generation_config.save_pretrained(folder)
+    return tokenizer
+
+
+def _build_tiny(folder: Path, seed: int, splitting: bool) -> None:
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+
+    from vlm_export.testing.tokenizer import hf_fast_tokenizer
+
+    tokenizer = save_tiny_model(Idefics3Config, Idefics3ForConditionalGeneration, folder, seed)
     hf_tok = hf_fast_tokenizer(
         tokenizer, bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<pad>", unk_token="<unk>"
     )
-    image_processor = Idefics3ImageProcessor(
-        do_image_splitting=splitting,
-        size={"longest_edge": 64},
-        max_image_size={"longest_edge": 32},
-        resample=1,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    tokens_per_tile = (32 // 4) ** 2 // 2**2
+    image_processor = Idefics3ImageProcessor(do_image_splitting=splitting, **TINY_IMAGE_SETTINGS)
     processor = Idefics3Processor(
-        image_processor=image_processor, tokenizer=hf_tok, image_seq_len=tokens_per_tile, chat_template=_TEMPLATE
+        image_processor=image_processor,
+        tokenizer=hf_tok,
+        image_seq_len=TINY_TOKENS_PER_TILE,
+        chat_template=_TEMPLATE,
     )
     processor.save_pretrained(folder)
     (folder / "tiny.json").write_text(json.dumps({"seed": seed, "splitting": splitting}) + "\n")

@@ -17,8 +17,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vlm_export.errors import ModelLoadError
 from vlm_export.models import register
 from vlm_export.models.base import TinyCheckpoint
@@ -102,45 +100,10 @@ def _build_tiny(folder: Path, seed: int) -> None:
     image processor, tokenizer with the image-token attributes, processor_config.json, chat template."""
     from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor
 
-    from vlm_export.models.idefics3 import _SPECIALS
-    from vlm_export.testing.tokenizer import byte_level_tokenizer, hf_fast_tokenizer
+    from vlm_export.models.idefics3 import TINY_IMAGE_SETTINGS, TINY_TOKENS_PER_TILE, save_tiny_model
+    from vlm_export.testing.tokenizer import hf_fast_tokenizer
 
-    tokenizer = byte_level_tokenizer(_SPECIALS, bos_token="<|im_start|>")
-    config = SmolVLMConfig(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 4,
-        },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": tokenizer.get_vocab_size(),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 2048,
-            "pad_token_id": 2,
-            "bos_token_id": 1,
-            "eos_token_id": 3,
-            "tie_word_embeddings": False,
-        },
-        scale_factor=2,
-        image_token_id=_SPECIALS.index("<image>"),
-        pad_token_id=2,
-        tie_word_embeddings=False,
-    )
-    config.architectures = ["SmolVLMForConditionalGeneration"]
-    torch.manual_seed(seed)
-    model = SmolVLMForConditionalGeneration(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    model.generation_config.eos_token_id = 3
-    model.generation_config.save_pretrained(folder)
+    tokenizer = save_tiny_model(SmolVLMConfig, SmolVLMForConditionalGeneration, folder, seed)
     hf_fast_tokenizer(
         tokenizer,
         bos_token="<|im_start|>",
@@ -149,18 +112,10 @@ def _build_tiny(folder: Path, seed: int) -> None:
         unk_token="<unk>",
         extra_special_tokens=dict(_IMAGE_TOKENS),
     ).save_pretrained(folder)
-    image_processor = SmolVLMImageProcessor(
-        do_image_splitting=True,
-        size={"longest_edge": 64},
-        max_image_size={"longest_edge": 32},
-        resample=1,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
+    image_processor = SmolVLMImageProcessor(do_image_splitting=True, **TINY_IMAGE_SETTINGS)
     image_processor.processor_class = "SmolVLMProcessor"
     image_processor.save_pretrained(folder)
-    tokens_per_tile = (32 // 4) ** 2 // 2**2
-    settings = {"image_seq_len": tokens_per_tile, "processor_class": "SmolVLMProcessor"}
+    settings = {"image_seq_len": TINY_TOKENS_PER_TILE, "processor_class": "SmolVLMProcessor"}
     (folder / "processor_config.json").write_text(json.dumps(settings, indent=2) + "\n")
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": _TEMPLATE}, indent=2) + "\n")
     (folder / "tiny.json").write_text(json.dumps({"seed": seed, "splitting": True}) + "\n")
